@@ -1,0 +1,45 @@
+"""Housekeeping jobs."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import text
+
+from jobs.tracking import tracked
+from portal.extensions import db
+from portal.queue import JobRun, redis_connection
+
+
+def run_diagnostics(job_run_id: int | None = None) -> str:
+    """Check, from the worker's side, that it reaches the database, Redis and the SMTP server,
+    and how long each takes; the result is written on the JobRun."""
+    with tracked(job_run_id) as progress:
+        lines = []
+        started = time.perf_counter()
+        db.session.execute(text("SELECT 1"))
+        lines.append(f"database: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
+        progress.update(33, "\n".join(lines))
+
+        started = time.perf_counter()
+        redis_connection().ping()
+        lines.append(f"redis: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
+        progress.update(66, "\n".join(lines))
+
+        url = urlsplit(current_app.config["SMTP_URL"])
+        started = time.perf_counter()
+        try:
+            with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=5) as smtp:
+                smtp.noop()
+            lines.append(f"smtp: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
+        except OSError as exc:
+            lines.append(f"smtp: unreachable ({exc})")
+        summary = "\n".join(lines)
+        progress.update(99, summary)
+        if job_run_id is not None:
+            db.session.get(JobRun, job_run_id).result_ref = "diagnostics"
+            db.session.commit()
+        return summary

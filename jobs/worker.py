@@ -1,0 +1,59 @@
+"""The worker process: one Flask app per process, then RQ's worker loop.
+
+    python -m jobs.worker [--burst] [queue ...]
+
+Each job runs in a forked work horse inside the app context; the horse drops the database
+connections it inherited from the parent so that the two never share a socket."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from rq import Queue, Worker
+
+from portal import create_app
+from portal.extensions import db
+from portal.queue import QUEUES
+
+
+class PortalWorker(Worker):
+    """An RQ worker whose jobs run inside the portal's app context."""
+
+    def __init__(self, *args, app=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def main_work_horse(self, job, queue):
+        # The work horse is a fork: use fresh database connections, never the parent's.
+        db.engine.dispose(close=False)
+        super().main_work_horse(job, queue)
+
+    def perform_job(self, job, queue):
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            db.session.remove()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a portal background worker.")
+    parser.add_argument("queues", nargs="*", default=list(QUEUES))
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    app = create_app()
+    with app.app_context():
+        connection = app.extensions["redis"]
+        queues = [Queue(name, connection=connection) for name in args.queues]
+        worker = PortalWorker(queues, connection=connection, name=args.name, app=app)
+        worker.work(
+            burst=args.burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO")
+        )
+
+
+if __name__ == "__main__":
+    main()

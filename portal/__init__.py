@@ -1,0 +1,106 @@
+"""The marketing portal: `create_app` wires configuration, extensions, blueprints, CLI
+commands and error pages, once per process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, session
+from flask_login import current_user
+from redis import Redis
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from portal import errors, navigation
+from portal.access import public
+from portal.config import load_config
+from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.update(load_config(app.instance_path, config))
+    Path(app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app)
+    with app.app_context():
+        _tune_sqlite(db.engine)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], health_check_interval=30)
+
+    _register_models()
+    _register_blueprints(app)
+    errors.register(app)
+    navigation.register(app)
+    _register_cli(app)
+
+    # Flask's own static route is open to everyone, like the sign-in page.
+    app.view_functions["static"] = public(app.view_functions["static"])
+
+    @app.after_request
+    def vary_on_htmx(response):
+        # Pages and their fragments share URLs: caches must keep them apart.
+        response.vary.add("HX-Request")
+        return response
+
+    return app
+
+
+def select_locale() -> str:
+    """The user's saved language, else the one picked this session, else Accept-Language."""
+    languages = ["zh_CN", "en"]
+    user_locale = getattr(current_user, "locale", None) if current_user else None
+    if user_locale in languages:
+        return user_locale
+    if session.get("locale") in languages:
+        return session["locale"]
+    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
+    return "en" if best == "en" else "zh_CN"
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """Let the web app and the worker share one SQLite file safely."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _register_models() -> None:
+    """Import every models module so that metadata (and Alembic) sees all tables."""
+    import portal.audit
+    import portal.auth.models
+    import portal.notify
+    import portal.queue  # noqa: F401
+
+
+def _register_blueprints(app: Flask) -> None:
+    from portal.auth.views import bp as auth_bp
+    from portal.core.views import bp as core_bp
+
+    app.register_blueprint(core_bp)
+    app.register_blueprint(auth_bp, url_prefix="/auth")
+    if app.config["OUTBOX_DIR"]:
+        from portal.dev.views import bp as outbox_bp
+
+        app.register_blueprint(outbox_bp, url_prefix="/outbox")
+
+
+def _register_cli(app: Flask) -> None:
+    from portal.cli import register_commands
+
+    register_commands(app)

@@ -1,0 +1,107 @@
+"""Configuration: defaults < instance/config.py < environment variables.
+
+Only constants live at module level; `load_config` is called by `create_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+DEV_SECRET_KEY = "dev-only-secret-change-me"  # noqa: S105 - refused in production below
+
+# Names read from the environment, with the type each one is parsed into.
+ENV_SETTINGS: dict[str, type] = {
+    "PORTAL_ENV": str,
+    "DATABASE_URL": str,
+    "REDIS_URL": str,
+    "SECRET_KEY": str,
+    "OIDC_ISSUER": str,
+    "OIDC_CLIENT_ID": str,
+    "OIDC_CLIENT_SECRET": str,
+    "OIDC_GROUPS_CLAIM": str,
+    "SMTP_URL": str,
+    "MAIL_FROM": str,
+    "OUTBOX_DIR": str,
+    "STORAGE_DIR": str,
+    "LOCAL_LOGIN": bool,
+    "PUBLIC_BASE_URL": str,
+    "SESSION_IDLE_MINUTES": int,
+    "SESSION_ABSOLUTE_HOURS": int,
+    "AUDIT_RETENTION_DAYS": int,
+    "RATELIMIT_STORAGE_URI": str,
+}
+
+
+def _defaults(instance_path: str) -> dict[str, Any]:
+    return {
+        # development | testing | production
+        "PORTAL_ENV": "development",
+        "DATABASE_URL": "sqlite:///" + str(Path(instance_path) / "portal.db"),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SECRET_KEY": DEV_SECRET_KEY,
+        "OIDC_ISSUER": "http://127.0.0.1:9400",
+        "OIDC_CLIENT_ID": "marketing-portal",
+        "OIDC_CLIENT_SECRET": "dev-client-secret",
+        "OIDC_GROUPS_CLAIM": "groups",
+        "SMTP_URL": "smtp://127.0.0.1:8025",
+        "MAIL_FROM": "Marketing <marketing@example.com>",
+        # The development SMTP sink writes here and the Outbox page reads it; unset in production.
+        "OUTBOX_DIR": "",
+        "STORAGE_DIR": str(Path(instance_path) / "storage"),
+        "LOCAL_LOGIN": True,
+        "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
+        "SESSION_IDLE_MINUTES": 60,
+        "SESSION_ABSOLUTE_HOURS": 12,
+        "AUDIT_RETENTION_DAYS": 180,
+        "RATELIMIT_STORAGE_URI": "",
+        "LANGUAGES": ["zh_CN", "en"],
+        "BABEL_DEFAULT_LOCALE": "zh_CN",
+        "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }
+
+
+def _parse(kind: type, raw: str) -> Any:
+    if kind is bool:
+        return raw.strip().lower() not in {"0", "false", "no", "off", ""}
+    return kind(raw)
+
+
+def load_config(instance_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the merged settings: defaults, then instance/config.py, then the environment,
+    then `overrides` (tests)."""
+    values = _defaults(instance_path)
+    instance_file = Path(instance_path) / "config.py"
+    if instance_file.exists():
+        namespace: dict[str, Any] = {}
+        exec(compile(instance_file.read_text(), str(instance_file), "exec"), namespace)  # noqa: S102 - operator's own file
+        values.update({k: v for k, v in namespace.items() if k.isupper()})
+    for name, kind in ENV_SETTINGS.items():
+        if name in os.environ:
+            values[name] = _parse(kind, os.environ[name])
+    values.update(overrides or {})
+
+    production = values["PORTAL_ENV"] == "production"
+    if production and values["SECRET_KEY"] == DEV_SECRET_KEY:
+        raise RuntimeError("SECRET_KEY must be set to a private random value in production")
+    values["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(values["DATABASE_URL"])
+    values["TESTING"] = values["PORTAL_ENV"] == "testing"
+    values["SESSION_COOKIE_HTTPONLY"] = True
+    values["SESSION_COOKIE_SAMESITE"] = "Lax"
+    values["SESSION_COOKIE_SECURE"] = production
+    values["REMEMBER_COOKIE_SECURE"] = production
+    values["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=values["SESSION_ABSOLUTE_HOURS"])
+    values["RATELIMIT_STORAGE_URI"] = values["RATELIMIT_STORAGE_URI"] or values["REDIS_URL"]
+    return values
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever scheme the operator wrote."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

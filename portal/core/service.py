@@ -1,0 +1,33 @@
+"""System status: health of the database, Redis and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Worker
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from portal.extensions import db
+
+
+def health(redis: Redis) -> dict[str, Any]:
+    """Check each dependency; `ok` is true only when all of them answer."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = {"ok": True, "dialect": db.engine.dialect.name}
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+    try:
+        redis.ping()
+        checks["redis"] = {"ok": True}
+        workers = Worker.all(connection=redis)
+        checks["workers"] = {"ok": bool(workers), "count": len(workers)}
+    except RedisError as exc:
+        checks["redis"] = {"ok": False, "error": type(exc).__name__}
+        checks["workers"] = {"ok": False, "count": 0, "error": "redis unreachable"}
+    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}

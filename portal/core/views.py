@@ -1,0 +1,96 @@
+"""Dashboard, health check, language choice, job progress and notifications."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, jsonify, render_template, request, session, url_for
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from portal import notify
+from portal.access import Permission, public, require, signed_in
+from portal.auth.service import save_locale
+from portal.core import service
+from portal.htmx import page_or_fragment, redirect_after_post
+from portal.queue import enqueue, get_job_run, redis_connection
+
+bp = Blueprint("core", __name__)
+
+
+@bp.get("/")
+@require(Permission.DASHBOARD_VIEW)
+def dashboard():
+    return render_template("core/dashboard.html")
+
+
+@bp.get("/healthz")
+@public
+def healthz():
+    status = service.health(redis_connection())
+    return jsonify(status), 200 if status["ok"] else 503
+
+
+@bp.post("/locale")
+@public
+def set_locale():
+    locale = request.form.get("locale", "")
+    if locale not in ("zh_CN", "en"):
+        abort(400)
+    session["locale"] = locale
+    if current_user.is_authenticated:
+        save_locale(current_user, locale)
+    target = request.form.get("next") or url_for("core.dashboard")
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("core.dashboard")  # never redirect off-site
+    return redirect_after_post(target)
+
+
+@bp.get("/jobs/<int:job_run_id>")
+@signed_in
+def job_status(job_run_id: int):
+    run = get_job_run(job_run_id)
+    if run is None:
+        abort(404)
+    if run.created_by_id != current_user.id and not current_user.can(Permission.JOBS_VIEW):
+        abort(403)
+    return page_or_fragment("core/job.html", "core/_job_progress.html", run=run)
+
+
+@bp.get("/system")
+@require(Permission.JOBS_VIEW)
+def system():
+    status = service.health(redis_connection())
+    return render_template("core/system.html", status=status)
+
+
+@bp.post("/system/diagnostics")
+@require(Permission.JOBS_VIEW)
+def start_diagnostics():
+    run = enqueue("jobs.maintenance.run_diagnostics", kind="diagnostics", actor=current_user)
+    return redirect_after_post(url_for("core.job_status", job_run_id=run.id))
+
+
+@bp.get("/notifications")
+@signed_in
+def notifications():
+    items = notify.recent(current_user.id)
+    return render_template("core/notifications.html", items=items)
+
+
+@bp.post("/notifications/read")
+@signed_in
+def mark_notifications_read():
+    notify.mark_all_read(current_user.id)
+    return redirect_after_post(url_for("core.notifications"))
+
+
+JOB_STATUS_LABELS = {
+    "queued": _l("Queued"),
+    "started": _l("Running"),
+    "finished": _l("Finished"),
+    "failed": _l("Failed"),
+}
+
+
+@bp.app_context_processor
+def job_labels():
+    return {"job_status_label": lambda status: JOB_STATUS_LABELS.get(status, status)}

@@ -1,0 +1,24 @@
+"""The few helpers every view uses to answer htmx and plain requests alike."""
+
+from __future__ import annotations
+
+from flask import make_response, redirect, render_template, request
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def page_or_fragment(page: str, fragment: str, **context):
+    """The full page for a normal request; for htmx, the fragment the page itself includes."""
+    return render_template(fragment if is_htmx() else page, **context)
+
+
+def redirect_after_post(location: str):
+    """303 for plain forms; HX-Location for htmx so the browser navigates instead of swapping."""
+    if is_htmx():
+        # XHR follows redirects silently, so htmx is told where to go with a header instead.
+        response = make_response("", 200)
+        response.headers["HX-Location"] = location
+        return response
+    return redirect(location, code=303)

@@ -1,0 +1,54 @@
+"""In-portal notifications: alerts, reviews waiting, reports ready."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, func, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.extensions import db
+from portal.models_base import UTCDateTime, utcnow
+
+
+class Notification(db.Model):
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_unread", "user_id", "read"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message: Mapped[str] = mapped_column(String(500))
+    link: Mapped[str] = mapped_column(String(500), default="")
+    read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def notify(recipient_ids: Iterable[int], message: str, link: str = "") -> None:
+    """Queue a notification for each recipient in the caller's transaction."""
+    for user_id in set(recipient_ids):
+        db.session.add(Notification(user_id=user_id, message=message, link=link))
+
+
+def unread_count(user_id: int) -> int:
+    query = select(func.count()).where(
+        Notification.user_id == user_id, Notification.read.is_(False)
+    )
+    return db.session.scalar(query) or 0
+
+
+def recent(user_id: int, limit: int = 50) -> list[Notification]:
+    query = (
+        select(Notification)
+        .where(Notification.user_id == user_id)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit)
+    )
+    return list(db.session.scalars(query))
+
+
+def mark_all_read(user_id: int) -> None:
+    db.session.execute(
+        update(Notification).where(Notification.user_id == user_id).values(read=True)
+    )
+    db.session.commit()

@@ -1,0 +1,36 @@
+from portal.access import undeclared_endpoints
+
+
+def test_every_endpoint_declares_its_access(app):
+    assert undeclared_endpoints(app) == []
+
+
+def test_anonymous_page_request_is_sent_to_sign_in(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/auth/login")
+
+
+def test_anonymous_htmx_request_gets_hx_redirect_not_a_login_page(client):
+    response = client.get("/notifications", headers={"HX-Request": "true"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/auth/login")
+    assert b"<html" not in response.data
+
+
+def test_user_without_permission_gets_403_page_and_fragment(client, login_as):
+    login_as("reviewer")
+    page = client.get("/system")
+    assert page.status_code == 403
+    assert b"<html" in page.data
+    fragment = client.get("/system", headers={"HX-Request": "true"})
+    assert fragment.status_code == 403
+    assert b"<html" not in fragment.data
+    assert b'id="error-403"' in fragment.data
+
+
+def test_dashboard_shows_only_the_navigation_the_role_may_use(client, login_as):
+    login_as("reviewer")
+    html = client.get("/").get_data(as_text=True)
+    assert 'href="/system"' not in html
+    assert "/outbox" not in html

@@ -1,0 +1,101 @@
+import time
+
+from portal.extensions import db
+from portal.queue import JobRun, enqueue
+
+
+def wait_until_done(app, job_run_id: int, timeout: float = 30) -> JobRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            run = db.session.get(JobRun, job_run_id)
+            if run.done:
+                db.session.expunge(run)
+                return run
+        time.sleep(0.2)
+    raise AssertionError(f"job run {job_run_id} not done after {timeout}s")
+
+
+def test_job_round_trip_through_a_real_worker(app, smtp, start_worker, make_user):
+    admin_id = make_user("administrator")
+    with app.app_context():
+        from portal.auth.models import User
+
+        run = enqueue(
+            "jobs.maintenance.run_diagnostics",
+            kind="diagnostics",
+            actor=db.session.get(User, admin_id),
+        )
+        run_id = run.id
+        assert run.status == "queued"
+        assert run.rq_job_id
+    start_worker(burst=True).wait(timeout=60)
+    run = wait_until_done(app, run_id)
+    assert run.status == "finished"
+    assert run.progress == 100
+    assert run.created_by_id == admin_id
+    assert "database: ok" in run.message
+    assert "redis: ok" in run.message
+    assert "smtp: ok" in run.message
+    assert run.started_at <= run.finished_at
+
+
+def test_a_job_that_raises_is_recorded_as_failed_and_reraises(db):
+    import pytest
+
+    from jobs.tracking import tracked
+
+    run = JobRun(kind="diagnostics", job_name="x", queue="default")
+    db.session.add(run)
+    db.session.commit()
+    with pytest.raises(ValueError), tracked(run.id) as progress:
+        progress.update(30, "working")
+        raise ValueError("the file is not a spreadsheet")
+    db.session.expire_all()
+    run = db.session.get(JobRun, run.id)
+    assert run.status == "failed"
+    assert run.message == "ValueError: the file is not a spreadsheet"
+    assert run.progress == 30
+    assert run.finished_at is not None
+
+
+def test_progress_fragment_polls_until_done_then_stops(app, client, login_as):
+    user_id = login_as("administrator")
+    with app.app_context():
+        run = JobRun(
+            kind="diagnostics",
+            job_name="jobs.maintenance.run_diagnostics",
+            queue="default",
+            created_by_id=user_id,
+            status="started",
+            progress=40,
+            message="halfway",
+        )
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    fragment = client.get(f"/jobs/{run_id}", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    html = fragment.get_data(as_text=True)
+    assert "<html" not in html
+    assert 'hx-trigger="every 1s"' in html
+    assert 'value="40"' in html
+    assert "halfway" in html
+    with app.app_context():
+        db.session.get(JobRun, run_id).status = "finished"
+        db.session.commit()
+    html = client.get(f"/jobs/{run_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "hx-trigger" not in html
+    page = client.get(f"/jobs/{run_id}").get_data(as_text=True)
+    assert "<html" in page and f'id="job-{run_id}"' in page
+
+
+def test_someone_elses_job_is_forbidden(app, client, login_as, make_user):
+    owner = make_user("operations_specialist")
+    login_as("reviewer")
+    with app.app_context():
+        run = JobRun(kind="import", job_name="x", queue="default", created_by_id=owner)
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    assert client.get(f"/jobs/{run_id}").status_code == 403
