@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import abort, current_app, redirect, request, url_for
@@ -66,6 +67,31 @@ HIGH_RISK: frozenset[Permission] = frozenset(
         Permission.PRIVACY_REQUESTS,
     }
 )
+
+# High-risk actions need a sign-in at most this old.
+RECENT_SIGN_IN = timedelta(minutes=10)
+# The session key holding the time (ISO 8601, UTC) of the last interactive sign-in.
+SIGNED_IN_AT_KEY = "signed_in_at"
+
+
+class ReauthenticationRequired(Exception):
+    """The action is high-risk and the sign-in is older than RECENT_SIGN_IN."""
+
+
+def check_recent_sign_in(signed_in_at: datetime | None, now: datetime | None = None) -> None:
+    """Services call this before a high-risk action; views pass the session's sign-in time
+    (`session_signed_in_at()`) and turn the error into a fresh sign-in."""
+    now = now or datetime.now(UTC)
+    if signed_in_at is None or now - signed_in_at > RECENT_SIGN_IN:
+        raise ReauthenticationRequired
+
+
+def session_signed_in_at() -> datetime | None:
+    from flask import session
+
+    raw = session.get(SIGNED_IN_AT_KEY)
+    return datetime.fromisoformat(raw) if raw else None
+
 
 P = Permission
 BUILTIN_ROLES: dict[str, dict[str, Any]] = {

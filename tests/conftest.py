@@ -234,11 +234,32 @@ def make_user(app) -> Callable[..., int]:
 def login_as(client, make_user) -> Callable[..., int]:
     """Sign the test client in as a new user with `role` (a built-in role name)."""
 
-    def login(role: str, **fields: Any) -> int:
+    def login(role: str, signed_in_minutes_ago: float = 0, **fields: Any) -> int:
+        from datetime import UTC, datetime, timedelta
+
+        from portal.access import SIGNED_IN_AT_KEY
+
         user_id = make_user(role, **fields)
+        signed_in_at = datetime.now(UTC) - timedelta(minutes=signed_in_minutes_ago)
         with client.session_transaction() as session:
             session["_user_id"] = str(user_id)
             session["_fresh"] = True
+            session[SIGNED_IN_AT_KEY] = signed_in_at.isoformat()
+        return user_id
+
+    return login
+
+
+@pytest.fixture
+def browser_login_as(client, login_as, live_server) -> Callable[..., int]:
+    """Sign a Playwright page in as a new user with `role`: the session made through the
+    test client is handed to the browser as its cookie."""
+
+    def login(page: Any, role: str, **fields: Any) -> int:
+        user_id = login_as(role, **fields)
+        cookie = client.get_cookie("session")
+        assert cookie is not None, "login_as left no session cookie"
+        page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server}])
         return user_id
 
     return login
