@@ -82,6 +82,7 @@ def _tune_sqlite(engine: Engine) -> None:
 
 def _register_models() -> None:
     """Import every models module so that metadata (and Alembic) sees all tables."""
+    import portal.audience.models
     import portal.audit
     import portal.auth.models
     import portal.notify
