@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -43,3 +44,37 @@ def run_diagnostics(job_run_id: int | None = None) -> str:
             db.session.get(JobRun, job_run_id).result_ref = "diagnostics"
             db.session.commit()
         return summary
+
+
+def fail_abandoned_job_runs(grace_seconds: int = 120) -> int:
+    """Close JobRun rows whose RQ job is gone (Redis flushed) or failed outside the job body
+    (killed worker, timeout), so that no progress bar waits forever. Returns how many."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.job import JobStatus as RQStatus
+    from sqlalchemy import select
+
+    from portal.models_base import utcnow
+    from portal.queue import JobStatus
+
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    open_runs = db.session.scalars(
+        select(JobRun).where(
+            JobRun.status.in_([JobStatus.QUEUED, JobStatus.STARTED]), JobRun.created_at < cutoff
+        )
+    )
+    closed = 0
+    for run in open_runs:
+        try:
+            rq_status = Job.fetch(run.rq_job_id or "", connection=redis_connection()).get_status()
+        except NoSuchJobError:
+            rq_status = None
+        if rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, None):
+            run.status = JobStatus.FAILED
+            run.finished_at = utcnow()
+            run.message = (run.message + "\n" if run.message else "") + (
+                "The job stopped without finishing (worker stopped or queue reset). Start it again."
+            )
+            closed += 1
+    db.session.commit()
+    return closed

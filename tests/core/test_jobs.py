@@ -99,3 +99,22 @@ def test_someone_elses_job_is_forbidden(app, client, login_as, make_user):
         db.session.commit()
         run_id = run.id
     assert client.get(f"/jobs/{run_id}").status_code == 403
+
+
+def test_abandoned_job_run_is_closed_when_its_queue_entry_is_gone(app, db):
+    from datetime import timedelta
+
+    from jobs.maintenance import fail_abandoned_job_runs
+    from portal.models_base import utcnow
+
+    run = enqueue("jobs.maintenance.run_diagnostics", kind="diagnostics")
+    fresh = enqueue("jobs.maintenance.run_diagnostics", kind="diagnostics")
+    run.created_at = fresh.created_at = utcnow() - timedelta(minutes=10)
+    db.session.commit()
+    app.extensions["redis"].delete(f"rq:job:{run.rq_job_id}")  # as if Redis had been flushed
+
+    assert fail_abandoned_job_runs() == 1
+    db.session.expire_all()
+    assert db.session.get(JobRun, run.id).status == "failed"
+    assert "Start it again" in db.session.get(JobRun, run.id).message
+    assert db.session.get(JobRun, fresh.id).status == "queued"  # still in the queue: left alone

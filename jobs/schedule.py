@@ -1,0 +1,54 @@
+"""Periodic jobs, declared as data, and the process that enqueues them on time.
+
+    python -m jobs.schedule
+
+Run one such process per deployment (make run starts it). Every periodic job is idempotent,
+so a second scheduler or a missed tick costs nothing but a repeat."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import NamedTuple
+
+from rq.cron import CronScheduler
+
+from portal import create_app
+from portal.queue import DEFAULT_QUEUE
+
+
+class PeriodicJob(NamedTuple):
+    job_name: str  # dotted path of the job function
+    cron: str  # standard five-field cron expression, in UTC
+    queue: str = DEFAULT_QUEUE
+    timeout: int = 600
+
+
+PERIODIC_JOBS: list[PeriodicJob] = [
+    PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
+]
+
+
+def resolve(job_name: str):
+    module_name, _, function_name = job_name.rpartition(".")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def build_scheduler(connection) -> CronScheduler:
+    scheduler = CronScheduler(
+        connection=connection, logging_level=os.environ.get("LOG_LEVEL", "INFO")
+    )
+    for job in PERIODIC_JOBS:
+        scheduler.register(resolve(job.job_name), job.queue, cron=job.cron, job_timeout=job.timeout)
+    return scheduler
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    app = create_app()
+    build_scheduler(app.extensions["redis"]).start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+from croniter import croniter
+
+from jobs.schedule import PERIODIC_JOBS, build_scheduler, resolve
+from portal.queue import QUEUES
+
+
+def test_every_periodic_job_names_a_job_function_a_queue_and_a_valid_cron():
+    for job in PERIODIC_JOBS:
+        assert callable(resolve(job.job_name)), job.job_name
+        assert job.queue in QUEUES, job
+        assert croniter.is_valid(job.cron), job
+        assert job.timeout > 0
+
+
+def test_scheduler_registers_every_periodic_job(app):
+    scheduler = build_scheduler(app.extensions["redis"])
+    registered = {cron_job.func_name for cron_job in scheduler.get_jobs()}
+    assert registered == {job.job_name for job in PERIODIC_JOBS}
