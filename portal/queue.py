@@ -113,6 +113,3 @@ def enqueue(
         db.session.commit()
     return run
 
-
-def get_job_run(job_run_id: int) -> JobRun | None:
-    return db.session.get(JobRun, job_run_id)

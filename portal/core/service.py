@@ -10,7 +10,21 @@ from rq import Worker
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from portal.access import Permission
 from portal.extensions import db
+from portal.queue import JobRun
+
+
+class JobRunNotVisible(Exception):
+    """The job run does not exist, or belongs to someone else and the user may not see others'."""
+
+
+def visible_job_run(user, job_run_id: int) -> JobRun:
+    """The job run, if `user` started it or may watch everyone's jobs."""
+    run = db.session.get(JobRun, job_run_id)
+    if run is None or (run.created_by_id != user.id and not user.can(Permission.JOBS_VIEW)):
+        raise JobRunNotVisible(job_run_id)
+    return run
 
 
 def health(redis: Redis) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from portal.access import Permission, public, require, signed_in
 from portal.auth.service import save_locale
 from portal.core import service
 from portal.htmx import page_or_fragment, redirect_after_post
-from portal.queue import enqueue, get_job_run, redis_connection
+from portal.queue import enqueue, redis_connection
 
 bp = Blueprint("core", __name__)
 
@@ -47,11 +47,10 @@ def set_locale():
 @bp.get("/jobs/<int:job_run_id>")
 @signed_in
 def job_status(job_run_id: int):
-    run = get_job_run(job_run_id)
-    if run is None:
-        abort(404)
-    if run.created_by_id != current_user.id and not current_user.can(Permission.JOBS_VIEW):
-        abort(403)
+    try:
+        run = service.visible_job_run(current_user, job_run_id)
+    except service.JobRunNotVisible:
+        abort(404)  # someone else's job is not confirmed to exist
     return page_or_fragment("core/job.html", "core/_job_progress.html", run=run)
 
 

@@ -90,7 +90,7 @@ def test_progress_fragment_polls_until_done_then_stops(app, client, login_as):
     assert "<html" in page and f'id="job-{run_id}"' in page
 
 
-def test_someone_elses_job_is_forbidden(app, client, login_as, make_user):
+def test_someone_elses_job_is_not_shown(app, client, login_as, make_user):
     owner = make_user("operations_specialist")
     login_as("reviewer")
     with app.app_context():
@@ -98,7 +98,7 @@ def test_someone_elses_job_is_forbidden(app, client, login_as, make_user):
         db.session.add(run)
         db.session.commit()
         run_id = run.id
-    assert client.get(f"/jobs/{run_id}").status_code == 403
+    assert client.get(f"/jobs/{run_id}").status_code == 404
 
 
 def test_abandoned_job_run_is_closed_when_its_queue_entry_is_gone(app, db):
