@@ -112,4 +112,3 @@ def enqueue(
         run.rq_job_id = job.id
         db.session.commit()
     return run
-
