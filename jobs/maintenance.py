@@ -59,9 +59,7 @@ def fail_abandoned_job_runs(grace_seconds: int = 120) -> int:
 
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     open_runs = db.session.scalars(
-        select(JobRun).where(
-            JobRun.status.in_([JobStatus.QUEUED, JobStatus.STARTED]), JobRun.created_at < cutoff
-        )
+        select(JobRun).where(JobRun.status.in_([JobStatus.QUEUED, JobStatus.STARTED]), JobRun.created_at < cutoff)
     )
     closed = 0
     for run in open_runs:
@@ -78,3 +76,24 @@ def fail_abandoned_job_runs(grace_seconds: int = 120) -> int:
             closed += 1
     db.session.commit()
     return closed
+
+
+def purge_expired_audit_events() -> int:
+    """Delete audit events older than AUDIT_RETENTION_DAYS (the only deletion of audit
+    events there is). Returns how many."""
+    from sqlalchemy import delete
+
+    from portal.audit import AuditEvent
+    from portal.models_base import utcnow
+
+    cutoff = utcnow() - timedelta(days=current_app.config["AUDIT_RETENTION_DAYS"])
+    result = db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def purge_expired_sessions() -> int:
+    """Drop sessions past their idle or absolute lifetime."""
+    from portal.auth.sessions import purge_expired_sessions as purge
+
+    return purge(current_app.config["SESSION_IDLE_MINUTES"], current_app.config["SESSION_ABSOLUTE_HOURS"])

@@ -27,6 +27,8 @@ class PeriodicJob(NamedTuple):
 
 PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
+    PeriodicJob("jobs.maintenance.purge_expired_sessions", "17 * * * *", timeout=300),
+    PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),
 ]
 
 
@@ -36,9 +38,7 @@ def resolve(job_name: str):
 
 
 def build_scheduler(connection) -> CronScheduler:
-    scheduler = CronScheduler(
-        connection=connection, logging_level=os.environ.get("LOG_LEVEL", "INFO")
-    )
+    scheduler = CronScheduler(connection=connection, logging_level=os.environ.get("LOG_LEVEL", "INFO"))
     for job in PERIODIC_JOBS:
         scheduler.register(resolve(job.job_name), job.queue, cron=job.cron, job_timeout=job.timeout)
     return scheduler

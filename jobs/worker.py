@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         connection = app.extensions["redis"]
         queues = [Queue(name, connection=connection) for name in args.queues]
         worker = PortalWorker(queues, connection=connection, name=args.name, app=app)
-        worker.work(
-            burst=args.burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO")
-        )
+        worker.work(burst=args.burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO"))
 
 
 if __name__ == "__main__":

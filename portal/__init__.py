@@ -34,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
+    _register_sessions_and_sso(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], health_check_interval=30)
 
     _register_models()
@@ -80,6 +81,14 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+def _register_sessions_and_sso(app: Flask) -> None:
+    from portal.auth import oidc
+    from portal.auth.sessions import DatabaseSessionInterface
+
+    app.session_interface = DatabaseSessionInterface()
+    oidc.register(app)
+
+
 def _register_models() -> None:
     """Import every models module so that metadata (and Alembic) sees all tables."""
     import portal.audience.models
@@ -90,11 +99,13 @@ def _register_models() -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from portal.admin.views import bp as admin_bp
     from portal.auth.views import bp as auth_bp
     from portal.core.views import bp as core_bp
 
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
+    app.register_blueprint(admin_bp, url_prefix="/admin")
     if app.config["OUTBOX_DIR"]:
         from portal.dev.views import bp as outbox_bp
 

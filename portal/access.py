@@ -176,9 +176,7 @@ BUILTIN_ROLES: dict[str, dict[str, Any]] = {
 del P
 
 # Roles a marketing manager may hand out (MARKETING_ROLES_ASSIGN); only admins grant the rest.
-MARKETING_ROLES = frozenset(
-    {"marketing_manager", "operations_specialist", "reviewer", "data_analyst"}
-)
+MARKETING_ROLES = frozenset({"marketing_manager", "operations_specialist", "reviewer", "data_analyst"})
 
 
 def has_permission(user: Any, permission: Permission) -> bool:
@@ -215,6 +213,23 @@ def require(*permissions: Permission) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return _refuse_anonymous()
             if not all(p in current_user.permissions for p in permissions):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return _mark(guarded, permissions)  # type: ignore[arg-type]
+
+    return decorate
+
+
+def require_any(*permissions: Permission) -> Callable[[F], F]:
+    """Allow signed-in, active users holding at least one of `permissions`; else 403."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return _refuse_anonymous()
+            if not any(p in current_user.permissions for p in permissions):
                 abort(403)
             return view(*args, **kwargs)
 

@@ -30,9 +30,7 @@ class AuditEvent(db.Model):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-def record(
-    actor: Any, action: str, target: str = "", details: dict[str, Any] | None = None
-) -> AuditEvent:
+def record(actor: Any, action: str, target: str = "", details: dict[str, Any] | None = None) -> AuditEvent:
     """Add an audit event to the current session; the caller's commit stores it with the change.
 
     `actor` is a User, or None for the system or an anonymous party (failed sign-ins)."""

@@ -24,3 +24,16 @@ def register_commands(app: Flask) -> None:
 
         load_demo_data()
         click.echo("demo data loaded")
+
+    @app.cli.command("create-admin")
+    @click.argument("email")
+    def create_admin(email: str) -> None:
+        """Create the break-glass local administrator; prints a one-time password."""
+        from portal.auth.service import create_local_admin
+
+        try:
+            user, password = create_local_admin(email)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"Local administrator {user.email} created.")
+        click.echo(f"One-time password (shown once, must be changed at first sign-in): {password}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from authlib.integrations.flask_client import OAuth
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -32,3 +33,4 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+oauth = OAuth()

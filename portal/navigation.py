@@ -22,6 +22,15 @@ class NavItem(NamedTuple):
     permission: Permission
 
 
+# Built-in role names as people read them; custom roles show their own label.
+ROLE_LABELS = {
+    "administrator": _l("Administrator"),
+    "marketing_manager": _l("Marketing manager"),
+    "operations_specialist": _l("Operations specialist"),
+    "reviewer": _l("Reviewer"),
+    "data_analyst": _l("Data analyst"),
+}
+
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("core.dashboard", _l("Dashboard"), Permission.DASHBOARD_VIEW),
     NavItem("content.index", _l("Content"), Permission.CONTENT_VIEW),
@@ -29,7 +38,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("audience.contacts", _l("Audience"), Permission.AUDIENCE_VIEW),
     NavItem("campaigns.index", _l("Campaigns"), Permission.CAMPAIGN_VIEW),
     NavItem("reports.index", _l("Reports"), Permission.REPORTS_VIEW),
-    NavItem("admin.users", _l("Administration"), Permission.USERS_MANAGE),
+    NavItem("admin.users", _l("Administration"), Permission.MARKETING_ROLES_ASSIGN),
     NavItem("outbox.index", _l("Outbox"), Permission.OUTBOX_VIEW),
 )
 
@@ -37,11 +46,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
 def visible_items(app: Flask) -> list[NavItem]:
     if not current_user.is_authenticated:
         return []
-    return [
-        item
-        for item in NAV_ITEMS
-        if item.endpoint in app.view_functions and current_user.can(item.permission)
-    ]
+    return [item for item in NAV_ITEMS if item.endpoint in app.view_functions and current_user.can(item.permission)]
 
 
 def register(app: Flask) -> None:
@@ -51,6 +56,7 @@ def register(app: Flask) -> None:
             "nav_items": lambda: visible_items(app),
             "has_endpoint": lambda name: name in app.view_functions,
             "unread_notifications": lambda: notify.unread_count(current_user.id),
+            "role_label": lambda name, label=None: ROLE_LABELS.get(name, label or name),
             "current_locale": lambda: "zh_CN" if get_locale().language == "zh" else "en",
             "Permission": Permission,
         }

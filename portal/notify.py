@@ -31,9 +31,7 @@ def notify(recipient_ids: Iterable[int], message: str, link: str = "") -> None:
 
 
 def unread_count(user_id: int) -> int:
-    query = select(func.count()).where(
-        Notification.user_id == user_id, Notification.read.is_(False)
-    )
+    query = select(func.count()).where(Notification.user_id == user_id, Notification.read.is_(False))
     return db.session.scalar(query) or 0
 
 
@@ -48,7 +46,5 @@ def recent(user_id: int, limit: int = 50) -> list[Notification]:
 
 
 def mark_all_read(user_id: int) -> None:
-    db.session.execute(
-        update(Notification).where(Notification.user_id == user_id).values(read=True)
-    )
+    db.session.execute(update(Notification).where(Notification.user_id == user_id).values(read=True))
     db.session.commit()

@@ -90,15 +90,11 @@ def enqueue(
     its id passed to the job as `job_run_id`; the job reports progress on that row."""
     run = None
     if track:
-        run = JobRun(
-            kind=kind, job_name=job_name, queue=queue, created_by_id=getattr(actor, "id", None)
-        )
+        run = JobRun(kind=kind, job_name=job_name, queue=queue, created_by_id=getattr(actor, "id", None))
         db.session.add(run)
         db.session.commit()  # the worker may pick the job up before this request ends
         kwargs["job_run_id"] = run.id
-    retry = (
-        Retry(max=retries, interval=retry_intervals or [10, 60, 300][:retries]) if retries else None
-    )
+    retry = Retry(max=retries, interval=retry_intervals or [10, 60, 300][:retries]) if retries else None
     job = get_queue(queue).enqueue(
         job_name,
         *args,

@@ -211,6 +211,7 @@ def make_user(app) -> Callable[..., int]:
     def make(*roles: str, email: str | None = None, name: str = "", **fields: Any) -> int:
         from sqlalchemy import select
 
+        from portal.admin.service import replace_grants
         from portal.auth.models import Role, User
         from portal.extensions import db
 
@@ -221,9 +222,11 @@ def make_user(app) -> Callable[..., int]:
                 sso_subject=fields.pop("sso_subject", None) or f"sub-{uuid.uuid4().hex}",
                 **fields,
             )
-            user.roles = list(db.session.scalars(select(Role).where(Role.name.in_(roles))))
-            assert len(user.roles) == len(roles), f"unknown role in {roles}"
             db.session.add(user)
+            db.session.flush()
+            role_ids = set(db.session.scalars(select(Role.id).where(Role.name.in_(roles))))
+            assert len(role_ids) == len(roles), f"unknown role in {roles}"
+            replace_grants(user.id, role_ids, "manual")
             db.session.commit()
             return user.id
 
@@ -308,9 +311,7 @@ class RecordingHandler:
         self.messages: list[dict[str, Any]] = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            {"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "data": envelope.content}
-        )
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "data": envelope.content})
         return "250 Message accepted for delivery"
 
 
@@ -351,9 +352,7 @@ def pytest_collection_modifyitems(config, items):
     """Without Chromium, only the browser tests are skipped, and the run says so."""
     if chromium_path():
         return
-    skip = pytest.mark.skip(
-        reason="Chromium not installed (apt-get install chromium): browser test not run"
-    )
+    skip = pytest.mark.skip(reason="Chromium not installed (apt-get install chromium): browser test not run")
     for item in items:
         if "browser" in item.keywords:
             item.add_marker(skip)

@@ -28,14 +28,10 @@ def test_zh_cn_catalogue_translates_every_message_id():
     translated = {
         (m.id if isinstance(m.id, str) else m.id[0])
         for m in catalogue
-        if m.id
-        and "fuzzy" not in m.flags
-        and (m.string if isinstance(m.string, str) else all(m.string))
+        if m.id and "fuzzy" not in m.flags and (m.string if isinstance(m.string, str) else all(m.string))
     }
     missing = sorted(extracted_ids() - translated)
-    assert missing == [], (
-        f"untranslated in zh_CN (run make extract-messages, then translate): {missing}"
-    )
+    assert missing == [], f"untranslated in zh_CN (run make extract-messages, then translate): {missing}"
 
 
 def test_the_message_extraction_finds_the_ui_strings():

@@ -1,12 +1,29 @@
-"""Users, roles and their permissions."""
+"""Users, roles, SSO group mappings, and reading the audit trail.
+
+Grants keep their source: roles from IdP groups ("sso") are replaced at every sign-in,
+roles given in the portal ("manual") stay until someone removes them."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from portal.access import BUILTIN_ROLES
-from portal.auth.models import Role
+from sqlalchemy import delete, func, insert, or_, select
+
+from portal import audit
+from portal.access import BUILTIN_ROLES, MARKETING_ROLES, Permission
+from portal.audit import AuditEvent
+from portal.auth.models import Role, SsoGroupMapping, User, user_roles
+from portal.auth.sessions import end_sessions_of
 from portal.extensions import db
+
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+
+
+class AdminError(Exception):
+    """A refused administrative change; the message is shown to the person."""
 
 
 def ensure_builtin_roles() -> None:
@@ -18,10 +35,239 @@ def ensure_builtin_roles() -> None:
         permissions = sorted(str(p) for p in spec["permissions"])
         role = existing.get(name)
         if role is None:
-            db.session.add(
-                Role(name=name, label=spec["label"], permissions=permissions, builtin=True)
-            )
+            db.session.add(Role(name=name, label=spec["label"], permissions=permissions, builtin=True))
         elif role.permissions != permissions or not role.builtin:
             role.permissions = permissions
             role.builtin = True
     db.session.commit()
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+
+def grants_of(user_id: int) -> dict[str, str]:
+    """role name -> source ("sso" or "manual")."""
+    rows = db.session.execute(
+        select(Role.name, user_roles.c.source)
+        .join(user_roles, user_roles.c.role_id == Role.id)
+        .where(user_roles.c.user_id == user_id)
+    )
+    return {name: source for name, source in rows}
+
+
+def replace_grants(user_id: int, role_ids: set[int], source: str) -> None:
+    """Make the user's grants of `source` exactly `role_ids` (other-source grants untouched)."""
+    db.session.execute(delete(user_roles).where(user_roles.c.user_id == user_id, user_roles.c.source == source))
+    already = set(db.session.scalars(select(user_roles.c.role_id).where(user_roles.c.user_id == user_id)))
+    for role_id in sorted(role_ids - already):
+        db.session.execute(insert(user_roles).values(user_id=user_id, role_id=role_id, source=source))
+
+
+def assignable_roles(actor: User) -> list[Role]:
+    """Roles the actor may grant or take away: all for administrators, the marketing roles
+    for managers."""
+    roles = list(db.session.scalars(select(Role).order_by(Role.builtin.desc(), Role.name)))
+    if actor.can(Permission.ROLES_MANAGE):
+        return roles
+    if actor.can(Permission.MARKETING_ROLES_ASSIGN):
+        return [role for role in roles if role.name in MARKETING_ROLES]
+    return []
+
+
+def set_manual_roles(actor: User, user_id: int, role_names: set[str]) -> None:
+    """Set the portal-granted roles of a user, within what the actor may assign.
+
+    Roles outside the actor's reach keep their state. A user left with no role at all is
+    signed out everywhere."""
+    user = _user(user_id)
+    allowed = {role.name: role for role in assignable_roles(actor)}
+    if not allowed:
+        raise AdminError("You may not assign roles.")
+    unknown = role_names - set(allowed)
+    if unknown:
+        raise AdminError(f"You may not assign: {', '.join(sorted(unknown))}")
+    before = grants_of(user_id)
+    kept = {name for name, source in before.items() if source == "manual" and name not in allowed}
+    wanted_ids = {role.id for role in db.session.scalars(select(Role).where(Role.name.in_(role_names | kept)))}
+    replace_grants(user_id, wanted_ids, "manual")
+    db.session.flush()
+    after = grants_of(user_id)
+    if after != before:
+        audit.record(
+            actor,
+            "user.roles_changed",
+            f"user:{user.id}",
+            {"email": user.email, "before": before, "after": after},
+        )
+    if not after:
+        end_sessions_of(user.id)
+    db.session.commit()
+
+
+def set_user_active(actor: User, user_id: int, active: bool) -> None:
+    user = _user(user_id)
+    if user.id == actor.id and not active:
+        raise AdminError("You cannot deactivate yourself.")
+    if user.active == active:
+        return
+    user.active = active
+    if not active:
+        end_sessions_of(user.id)
+    audit.record(
+        actor,
+        "user.activated" if active else "user.deactivated",
+        f"user:{user.id}",
+        {"email": user.email},
+    )
+    db.session.commit()
+
+
+def _user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise AdminError("No such user.")
+    return user
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    page: int
+    pages: int
+    total: int
+
+
+def _paginate(query, page: int, per_page: int) -> Page:
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    items = list(db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)))
+    return Page(items, page, pages, total)
+
+
+def search_users(text: str = "", page: int = 1, per_page: int = 25) -> Page:
+    query = select(User).order_by(User.email)
+    if text:
+        like = f"%{text.strip()}%"
+        query = query.where(or_(User.email.ilike(like), User.name.ilike(like)))
+    return _paginate(query, page, per_page)
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def save_custom_role(actor: User, name: str, label: str, permissions: set[str], role_id: int | None = None) -> Role:
+    known = {str(p) for p in Permission}
+    if not permissions <= known:
+        raise AdminError(f"Unknown permissions: {', '.join(sorted(permissions - known))}")
+    if role_id is None:
+        if not ROLE_NAME.match(name):
+            raise AdminError("A role name is 2-64 lower-case letters, digits or underscores.")
+        if db.session.scalar(select(Role).where(Role.name == name)):
+            raise AdminError("A role with this name exists already.")
+        role = Role(name=name, label=label.strip() or name, permissions=sorted(permissions), builtin=False)
+        db.session.add(role)
+        db.session.flush()
+        audit.record(actor, "role.created", f"role:{role.name}", {"permissions": role.permissions})
+    else:
+        role = db.session.get(Role, role_id)
+        if role is None:
+            raise AdminError("No such role.")
+        if role.builtin:
+            raise AdminError("Built-in roles are defined by the portal and cannot be edited.")
+        before = list(role.permissions)
+        role.label = label.strip() or role.name
+        role.permissions = sorted(permissions)
+        audit.record(
+            actor,
+            "role.changed",
+            f"role:{role.name}",
+            {"before": before, "after": role.permissions},
+        )
+    db.session.commit()
+    return role
+
+
+def list_roles() -> list[Role]:
+    return list(db.session.scalars(select(Role).order_by(Role.builtin.desc(), Role.name)))
+
+
+# --- SSO group mapping ----------------------------------------------------------------------
+
+
+def list_mappings() -> list[SsoGroupMapping]:
+    return list(db.session.scalars(select(SsoGroupMapping).order_by(SsoGroupMapping.group_name)))
+
+
+def add_mapping(actor: User | None, group_name: str, role_name: str) -> SsoGroupMapping:
+    group_name = group_name.strip()
+    if not group_name:
+        raise AdminError("Give the group's name as the identity provider sends it.")
+    role = db.session.scalar(select(Role).where(Role.name == role_name))
+    if role is None:
+        raise AdminError("No such role.")
+    existing = db.session.scalar(
+        select(SsoGroupMapping).where(SsoGroupMapping.group_name == group_name, SsoGroupMapping.role_id == role.id)
+    )
+    if existing:
+        return existing
+    mapping = SsoGroupMapping(group_name=group_name, role_id=role.id)
+    db.session.add(mapping)
+    audit.record(actor, "sso_mapping.added", f"group:{group_name}", {"role": role.name})
+    db.session.commit()
+    return mapping
+
+
+def remove_mapping(actor: User, mapping_id: int) -> None:
+    mapping = db.session.get(SsoGroupMapping, mapping_id)
+    if mapping is None:
+        raise AdminError("No such mapping.")
+    audit.record(actor, "sso_mapping.removed", f"group:{mapping.group_name}", {"role": mapping.role.name})
+    db.session.delete(mapping)
+    db.session.commit()
+
+
+def roles_for_groups(groups: list[str]) -> set[int]:
+    if not groups:
+        return set()
+    return set(db.session.scalars(select(SsoGroupMapping.role_id).where(SsoGroupMapping.group_name.in_(groups))))
+
+
+# --- audit trail ----------------------------------------------------------------------------
+
+
+@dataclass
+class AuditFilter:
+    who: str = ""
+    action: str = ""
+    target: str = ""
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+
+
+def audit_query(filters: AuditFilter):
+    query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    if filters.who:
+        query = query.where(AuditEvent.actor_label.ilike(f"%{filters.who.strip()}%"))
+    if filters.action:
+        query = query.where(AuditEvent.action.ilike(f"{filters.action.strip()}%"))
+    if filters.target:
+        query = query.where(AuditEvent.target.ilike(f"%{filters.target.strip()}%"))
+    if filters.date_from:
+        query = query.where(AuditEvent.created_at >= filters.date_from)
+    if filters.date_to:
+        query = query.where(AuditEvent.created_at < filters.date_to)
+    return query
+
+
+def search_audit(filters: AuditFilter, page: int = 1, per_page: int = 50) -> Page:
+    return _paginate(audit_query(filters), page, per_page)
+
+
+def iter_audit(filters: AuditFilter, batch: int = 1000):
+    """Every matching event, streamed in batches (for the CSV export)."""
+    yield from db.session.scalars(audit_query(filters).execution_options(yield_per=batch))
+
+
+def distinct_actions() -> list[str]:
+    return list(db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))

@@ -109,9 +109,7 @@ class ContactConsent(db.Model):
 
     __tablename__ = "contact_consents"
 
-    contact_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
-    )
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=ConsentStatus.NONE)
     source: Mapped[str] = mapped_column(String(200), default="")
@@ -150,9 +148,7 @@ class ContactTag(db.Model):
     __tablename__ = "contact_tags"
     __table_args__ = (Index("ix_contact_tags_tag_id", "tag_id"),)
 
-    contact_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
-    )
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
     # manual, import, rule:<id>, scoring
     source: Mapped[str] = mapped_column(String(64), default="manual")

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cached_property
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, Column, ForeignKey, Integer, String, Table
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, Integer, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.access import Permission
@@ -18,6 +18,9 @@ user_roles = Table(
     db.metadata,
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("role_id", Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    # "sso": granted by the person's IdP groups, re-synced at every sign-in;
+    # "manual": granted in the portal by an administrator or manager, kept across sign-ins.
+    Column("source", String(8), nullable=False, server_default="manual"),
 )
 
 
@@ -50,7 +53,13 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin")
+    # Read-only: grants are written by portal.admin.service, which keeps their source.
+    roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin", viewonly=True)
+
+    @property
+    def is_local(self) -> bool:
+        """The break-glass account signs in with a password, not through SSO."""
+        return self.sso_subject is None
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
@@ -76,3 +85,32 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+
+class SsoGroupMapping(db.Model):
+    """An identity-provider group that grants a portal role at sign-in."""
+
+    __tablename__ = "sso_group_mappings"
+    __table_args__ = (UniqueConstraint("group_name", "role_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(255), index=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    role: Mapped[Role] = relationship(lazy="joined")
+
+
+class WebSession(db.Model):
+    """A signed-in (or anonymous) browser session, held on the server.
+
+    The cookie carries only a random id; the row is found by its SHA-256 so that a copy of
+    this table cannot be replayed as cookies. Deleting the rows ends the sessions at once."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,20 +1,200 @@
-"""Sign-in and sign-out."""
+"""Sign-in through company SSO, the break-glass local sign-in, sign-out."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from urllib.parse import urlencode, urlsplit
 
-from portal.access import public
-from portal.auth import service
-from portal.extensions import login_manager
+from authlib.common.errors import AuthlibBaseError
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_user, logout_user
+from joserfc.errors import JoseError
+
+from portal.access import SIGNED_IN_AT_KEY, ReauthenticationRequired, public, signed_in
+from portal.auth import oidc, service
+from portal.auth.forms import LocalSignInForm, PasswordChangeForm
+from portal.extensions import limiter, login_manager
+from portal.htmx import is_htmx
+from portal.models_base import utcnow
 
 bp = Blueprint("auth", __name__)
 
 login_manager.user_loader(service.load_user)
 login_manager.login_view = "auth.login"
 
+REFUSAL_MESSAGES = {
+    "no_access": _l(
+        "Your company account has no access to the marketing portal. Ask your administrator to give you a role."
+    ),
+    "deactivated": _l("Your account has been deactivated. Ask your administrator if you need access again."),
+    "missing_claims": _l("The identity provider did not send your email address. Ask your administrator."),
+    "email_taken": _l("Another account already uses your email address. Ask your administrator."),
+}
+
+
+def safe_next(target: str | None) -> str:
+    """Only paths on this site: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("core.dashboard")
+    return target
+
+
+def _demo_identities() -> list[dict]:
+    if current_app.config["PORTAL_ENV"] != "development":
+        return []
+    from portal.dev.identities import DEMO_IDENTITIES
+
+    return DEMO_IDENTITIES
+
 
 @bp.get("/login")
 @public
 def login():
-    return render_template("auth/login.html")
+    if current_user.is_authenticated:
+        return redirect(safe_next(request.args.get("next")))
+    return render_template(
+        "auth/login.html",
+        next=safe_next(request.args.get("next")),
+        local_form=LocalSignInForm() if current_app.config["LOCAL_LOGIN"] else None,
+        demo_identities=_demo_identities(),
+    )
+
+
+@bp.get("/sso")
+@public
+def sso():
+    session["after_sign_in"] = safe_next(request.args.get("next"))
+    options = {}
+    if request.args.get("reauth"):
+        # A high-risk action: the provider must ask again, whatever its own session says.
+        options = {"prompt": "login", "max_age": 0}
+    return oidc.client().authorize_redirect(url_for("auth.callback", _external=True), **options)
+
+
+@bp.get("/callback")
+@public
+def callback():
+    try:
+        token = oidc.client().authorize_access_token(claims_options=oidc.claims_options(), leeway=oidc.LEEWAY)
+        claims = token.get("userinfo")
+        if not claims:
+            raise AuthlibBaseError(error="no_id_token", description="the provider returned no ID token")
+    except (AuthlibBaseError, JoseError, ValueError) as exc:
+        service.record_failed_sso(type(exc).__name__, str(exc))
+        return render_template(
+            "auth/refused.html",
+            message=_("Sign-in failed: the answer from the identity provider could not be verified. Please try again."),
+        ), 400
+    try:
+        user = service.sign_in_from_claims(dict(claims), current_app.config["OIDC_GROUPS_CLAIM"])
+    except service.SignInRefused as refused:
+        return render_template("auth/refused.html", message=REFUSAL_MESSAGES.get(refused.reason, refused.reason)), 403
+    target = session.pop("after_sign_in", None)
+    _start_session(user)
+    session["id_token"] = token.get("id_token")
+    return redirect(safe_next(target))
+
+
+def _start_session(user) -> None:
+    session.regenerate()  # a session id planted before sign-in is worthless after it
+    login_user(user)
+    session[SIGNED_IN_AT_KEY] = utcnow().isoformat()
+
+
+@bp.post("/logout")
+@signed_in
+def logout():
+    id_token = session.get("id_token")
+    service.record_sign_out(current_user._get_current_object())
+    logout_user()
+    session.clear()
+    end_session = oidc.end_session_endpoint() if id_token else None
+    if end_session:
+        query = urlencode(
+            {
+                "id_token_hint": id_token,
+                "post_logout_redirect_uri": url_for("auth.login", _external=True),
+                "client_id": current_app.config["OIDC_CLIENT_ID"],
+            }
+        )
+        return redirect(f"{end_session}?{query}", code=303)
+    return redirect(url_for("auth.login"), code=303)
+
+
+def _local_login_allowed() -> None:
+    if not current_app.config["LOCAL_LOGIN"]:
+        abort(404)
+
+
+@bp.route("/local", methods=["GET", "POST"])
+@public
+@limiter.limit("10 per minute;50 per hour", methods=["POST"])
+def local_login():
+    _local_login_allowed()
+    form = LocalSignInForm()
+    if form.validate_on_submit():
+        try:
+            user = service.sign_in_locally(form.email.data, form.password.data)
+        except service.SignInRefused:
+            flash(_("Wrong email or password, or the account is deactivated."), "error")
+        else:
+            _start_session(user)
+            if user.must_change_password:
+                return redirect(url_for("auth.change_password"), code=303)
+            return redirect(safe_next(request.args.get("next")), code=303)
+    return render_template("auth/local.html", form=form), 422 if form.is_submitted() else 200
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@signed_in
+def change_password():
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        try:
+            service.change_local_password(current_user._get_current_object(), form.current.data, form.new.data)
+        except service.PasswordRejected as exc:
+            form.new.errors = [str(exc)]
+        else:
+            flash(_("Your password has been changed."), "success")
+            return redirect(url_for("core.dashboard"), code=303)
+    return render_template("auth/password.html", form=form), 422 if form.is_submitted() else 200
+
+
+@bp.before_app_request
+def force_password_change():
+    """The break-glass account must replace its one-time password before anything else."""
+    if (
+        current_user.is_authenticated
+        and current_user.must_change_password
+        and request.endpoint not in ("auth.change_password", "auth.logout", "static", "core.set_locale")
+    ):
+        return redirect(url_for("auth.change_password"))
+    return None
+
+
+@bp.app_errorhandler(ReauthenticationRequired)
+def reauthenticate(_error):
+    """High-risk actions need a fresh sign-in: send the person through it, then back."""
+    back = request.full_path.rstrip("?") if request.method == "GET" else urlsplit(request.referrer or "/").path
+    if getattr(current_user, "is_local", False):
+        target = url_for("auth.local_login", next=safe_next(back))
+    else:
+        target = url_for("auth.sso", reauth=1, next=safe_next(back))
+    if is_htmx():
+        response = make_response("", 200)
+        response.headers["HX-Redirect"] = target
+        return response
+    flash(_("For this action, please confirm your identity by signing in again."), "warning")
+    return redirect(target)

@@ -80,8 +80,7 @@ def announce_when_ready(port: int, redis_note: str) -> None:
         while not port_in_use(waited) and time.monotonic() < deadline:
             time.sleep(0.3)
     people = "\n".join(
-        f"      {identity['sub']:<24} {identity['name']}  ({identity['role']})"
-        for identity in DEMO_IDENTITIES
+        f"      {identity['sub']:<24} {identity['name']}  ({identity['role']})" for identity in DEMO_IDENTITIES
     )
     print(
         f"""
@@ -194,9 +193,7 @@ def main() -> None:
         cwd=str(ROOT),
     )
     manager.add_process("worker", shlex.join([python, "-m", "jobs.worker"]), env=env, cwd=str(ROOT))
-    manager.add_process(
-        "schedule", shlex.join([python, "-m", "jobs.schedule"]), env=env, cwd=str(ROOT)
-    )
+    manager.add_process("schedule", shlex.join([python, "-m", "jobs.schedule"]), env=env, cwd=str(ROOT))
 
     threading.Thread(target=announce_when_ready, args=(port, redis_note), daemon=True).start()
     manager.loop()

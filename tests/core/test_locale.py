@@ -9,9 +9,7 @@ def test_chinese_is_the_default(client):
 
 
 def test_accept_language_english_gives_english(client):
-    html = client.get("/auth/login", headers={"Accept-Language": "en-US,en;q=0.9"}).get_data(
-        as_text=True
-    )
+    html = client.get("/auth/login", headers={"Accept-Language": "en-US,en;q=0.9"}).get_data(as_text=True)
     assert 'lang="en"' in html
     assert "Sign in" in html
 

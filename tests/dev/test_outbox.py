@@ -42,9 +42,7 @@ def send_sample(port: int) -> None:
     message["To"] = "王小明 <xiaoming@example.com>"
     message["List-Unsubscribe"] = "<https://portal.example.com/u/abc>"
     message.set_content("您好，王小明：欢迎参加发布会。")
-    message.add_alternative(
-        "<p>您好，<b>王小明</b>：欢迎参加发布会。</p><script>alert(1)</script>", subtype="html"
-    )
+    message.add_alternative("<p>您好，<b>王小明</b>：欢迎参加发布会。</p><script>alert(1)</script>", subtype="html")
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         smtp.send_message(message, to_addrs=["xiaoming@example.com"])
 
@@ -57,9 +55,7 @@ def test_sink_keeps_the_message_and_the_outbox_lists_it(client, login_as, smtp_s
     assert "xiaoming@example.com" in listing
 
 
-def test_outbox_message_shows_headers_text_and_sandboxed_html(
-    client, login_as, smtp_sink, outbox_dir
-):
+def test_outbox_message_shows_headers_text_and_sandboxed_html(client, login_as, smtp_sink, outbox_dir):
     send_sample(smtp_sink)
     login_as("operations_specialist")
     key = next(outbox_dir.glob("*.eml")).stem

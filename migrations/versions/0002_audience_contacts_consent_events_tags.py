@@ -1,6 +1,6 @@
 """audience contacts consent events tags suppressions
 
-Revision ID: 0004
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-24 21:13:07.529469
 
@@ -12,7 +12,7 @@ import portal.models_base
 
 
 # revision identifiers, used by Alembic.
-revision = '0004'
+revision = '0002'
 down_revision = '0001'
 branch_labels = None
 depends_on = None

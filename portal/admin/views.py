@@ -1,0 +1,232 @@
+"""Administration: users and their roles, custom roles, SSO group mapping, the audit log."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from portal import audit
+from portal.access import Permission, require, require_any
+from portal.admin import service
+from portal.admin.forms import MappingForm, RoleForm, UserRolesForm
+from portal.auth.models import User
+from portal.extensions import db
+from portal.htmx import page_or_fragment, redirect_after_post
+
+bp = Blueprint("admin", __name__)
+
+
+def _actor():
+    return current_user._get_current_object()
+
+
+@bp.get("/users")
+@require_any(Permission.USERS_MANAGE, Permission.MARKETING_ROLES_ASSIGN)
+def users():
+    page = service.search_users(request.args.get("q", ""), request.args.get("page", 1, type=int))
+    return page_or_fragment("admin/users.html", "admin/_users_table.html", page=page, q=request.args.get("q", ""))
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@require_any(Permission.USERS_MANAGE, Permission.MARKETING_ROLES_ASSIGN)
+def user_detail(user_id: int):
+    user = db.session.get(User, user_id) or abort(404)
+    assignable = service.assignable_roles(_actor())
+    grants = service.grants_of(user.id)
+    form = UserRolesForm()
+    form.roles.choices = [(role.name, role.label) for role in assignable]
+    if request.method == "GET":
+        form.roles.data = [name for name, source in grants.items() if source == "manual"]
+    if form.validate_on_submit():
+        try:
+            service.set_manual_roles(_actor(), user.id, set(form.roles.data or []))
+        except service.AdminError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(_("Roles saved."), "success")
+            return redirect_after_post(url_for("admin.user_detail", user_id=user.id))
+    return render_template("admin/user.html", user=user, grants=grants, form=form)
+
+
+@bp.post("/users/<int:user_id>/active")
+@require(Permission.USERS_MANAGE)
+def set_active(user_id: int):
+    active = request.form.get("active") == "1"
+    try:
+        service.set_user_active(_actor(), user_id, active)
+    except service.AdminError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(
+            _("User reactivated.") if active else _("User deactivated and signed out everywhere."),
+            "success",
+        )
+    return redirect_after_post(url_for("admin.user_detail", user_id=user_id))
+
+
+@bp.get("/roles")
+@require(Permission.ROLES_MANAGE)
+def roles():
+    return render_template("admin/roles.html", roles=service.list_roles(), permissions=list(Permission))
+
+
+def _role_form(role=None) -> RoleForm:
+    form = RoleForm(obj=role)
+    form.permissions.choices = [(str(p), str(p)) for p in Permission]
+    if role is not None and request.method == "GET":
+        form.permissions.data = list(role.permissions)
+    return form
+
+
+@bp.route("/roles/new", methods=["GET", "POST"])
+@require(Permission.ROLES_MANAGE)
+def new_role():
+    form = _role_form()
+    if form.validate_on_submit():
+        try:
+            service.save_custom_role(_actor(), form.name.data, form.label.data, set(form.permissions.data or []))
+        except service.AdminError as exc:
+            form.name.errors = [str(exc)]
+        else:
+            flash(_("Role created."), "success")
+            return redirect_after_post(url_for("admin.roles"))
+    return render_template("admin/role_form.html", form=form, role=None), 422 if form.is_submitted() else 200
+
+
+@bp.route("/roles/<int:role_id>", methods=["GET", "POST"])
+@require(Permission.ROLES_MANAGE)
+def edit_role(role_id: int):
+    from portal.auth.models import Role
+
+    role = db.session.get(Role, role_id) or abort(404)
+    form = _role_form(role)
+    if form.validate_on_submit():
+        try:
+            service.save_custom_role(
+                _actor(),
+                role.name,
+                form.label.data,
+                set(form.permissions.data or []),
+                role_id=role.id,
+            )
+        except service.AdminError as exc:
+            form.label.errors = [str(exc)]
+        else:
+            flash(_("Role saved."), "success")
+            return redirect_after_post(url_for("admin.roles"))
+    return render_template("admin/role_form.html", form=form, role=role), 422 if form.is_submitted() else 200
+
+
+@bp.route("/sso-mapping", methods=["GET", "POST"])
+@require(Permission.SSO_MAPPING_MANAGE)
+def mappings():
+    form = MappingForm()
+    form.role.choices = [(role.name, role.label) for role in service.list_roles()]
+    if form.validate_on_submit():
+        try:
+            service.add_mapping(_actor(), form.group_name.data, form.role.data)
+        except service.AdminError as exc:
+            form.group_name.errors = [str(exc)]
+        else:
+            flash(_("Mapping added. It applies from each person's next sign-in."), "success")
+            return redirect_after_post(url_for("admin.mappings"))
+    return render_template("admin/mappings.html", form=form, mappings=service.list_mappings()), (
+        422 if form.is_submitted() else 200
+    )
+
+
+@bp.post("/sso-mapping/<int:mapping_id>/delete")
+@require(Permission.SSO_MAPPING_MANAGE)
+def delete_mapping(mapping_id: int):
+    try:
+        service.remove_mapping(_actor(), mapping_id)
+    except service.AdminError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("admin.mappings"))
+
+
+def _parse_day(raw: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(raw).astimezone() if raw else None
+    except ValueError:
+        return None
+
+
+def _audit_filters() -> service.AuditFilter:
+    date_to = _parse_day(request.args.get("to"))
+    return service.AuditFilter(
+        who=request.args.get("who", ""),
+        action=request.args.get("action", ""),
+        target=request.args.get("target", ""),
+        date_from=_parse_day(request.args.get("from")),
+        date_to=date_to + timedelta(days=1) if date_to else None,  # the "to" day is included
+    )
+
+
+@bp.get("/audit")
+@require(Permission.AUDIT_VIEW)
+def audit_log():
+    page = service.search_audit(_audit_filters(), request.args.get("page", 1, type=int))
+    return page_or_fragment(
+        "admin/audit.html",
+        "admin/_audit_table.html",
+        page=page,
+        actions=service.distinct_actions(),
+        args=request.args,
+    )
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # Spreadsheets run cells that start like a formula: make them plain text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@bp.get("/audit.csv")
+@require(Permission.AUDIT_VIEW)
+def audit_csv():
+    filters = _audit_filters()
+    audit.record(_actor(), "audit.exported", "audit", {k: v for k, v in request.args.items()})
+    db.session.commit()
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["time_utc", "actor", "action", "target", "details"])
+        for event in service.iter_audit(filters):
+            writer.writerow(
+                [
+                    _csv_cell(v)
+                    for v in (
+                        event.created_at.isoformat(),
+                        event.actor_label,
+                        event.action,
+                        event.target,
+                        event.details,
+                    )
+                ]
+            )
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": "attachment; filename=audit-log.csv"},
+    )

@@ -1,0 +1,137 @@
+"""Server-side sessions: the cookie holds a random id, the data lives in `web_sessions`.
+
+Flask's default cookie session cannot be revoked; this one can. Signing out, deactivating a
+user or removing their last role deletes their rows, and a replayed cookie then finds nothing.
+Sessions end after SESSION_IDLE_MINUTES without a request, or SESSION_ABSOLUTE_HOURS after
+they began, whichever comes first."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy import delete, insert, update
+from werkzeug.datastructures import CallbackDict
+
+from portal.auth.models import WebSession
+from portal.extensions import db
+from portal.models_base import utcnow
+
+# Writing last_seen_at on every request would make every page view a write.
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class ServerSession(CallbackDict, SessionMixin):
+    def __init__(
+        self,
+        initial: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        created_at=None,
+        last_seen_at=None,
+    ):
+        def on_update(_self):
+            _self.modified = True
+
+        super().__init__(initial or {}, on_update)
+        self.session_id = session_id
+        self.created_at = created_at
+        self.last_seen_at = last_seen_at
+        self.modified = False
+        self.replaced_id: str | None = None
+
+    def regenerate(self) -> None:
+        """Give the session a new id (at sign-in), so that an id planted before sign-in is useless."""
+        if self.session_id:
+            self.replaced_id = self.session_id
+        self.session_id = None
+        self.created_at = None
+        self.modified = True
+
+
+class DatabaseSessionInterface(SessionInterface):
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        session_id = request.cookies.get(self.get_cookie_name(app))
+        if not session_id:
+            return ServerSession()
+        row = db.session.get(WebSession, _hash(session_id))
+        now = utcnow()
+        if row is None or self._expired(app, row, now):
+            return ServerSession()
+        return ServerSession(dict(row.data), session_id, row.created_at, row.last_seen_at)
+
+    @staticmethod
+    def _expired(app: Flask, row: WebSession, now) -> bool:
+        idle = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
+        absolute = timedelta(hours=app.config["SESSION_ABSOLUTE_HOURS"])
+        return now - row.last_seen_at > idle or now - row.created_at > absolute
+
+    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
+        # Its own transaction: saving the session must never commit a view's unfinished work.
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        now = utcnow()
+        table = WebSession.__table__
+        with db.engine.begin() as connection:
+            if session.replaced_id:
+                connection.execute(delete(table).where(table.c.id_hash == _hash(session.replaced_id)))
+            if not session:
+                if session.session_id:
+                    connection.execute(delete(table).where(table.c.id_hash == _hash(session.session_id)))
+                    response.delete_cookie(name, domain=domain, path=path)
+                return
+            touch = session.last_seen_at is None or now - session.last_seen_at > TOUCH_INTERVAL
+            if not (session.modified or touch or session.session_id is None):
+                return
+            user_id = session.get("_user_id")
+            values = {
+                "data": dict(session),
+                "user_id": int(user_id) if user_id else None,
+                "last_seen_at": now,
+            }
+            if session.session_id is None:
+                session.session_id = secrets.token_urlsafe(32)
+                connection.execute(insert(table).values(id_hash=_hash(session.session_id), created_at=now, **values))
+            else:
+                updated = connection.execute(
+                    update(table).where(table.c.id_hash == _hash(session.session_id)).values(**values)
+                )
+                if updated.rowcount == 0:  # revoked while this request ran: never bring it back
+                    response.delete_cookie(name, domain=domain, path=path)
+                    return
+        response.set_cookie(
+            name,
+            session.session_id,
+            httponly=self.get_cookie_httponly(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            domain=domain,
+            path=path,
+            # A browser-session cookie: the server decides when the session ends.
+        )
+        response.vary.add("Cookie")
+
+
+def end_sessions_of(user_id: int) -> None:
+    """End every session of the user, in the caller's transaction."""
+    db.session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+def purge_expired_sessions(idle_minutes: int, absolute_hours: int) -> int:
+    now = utcnow()
+    result = db.session.execute(
+        delete(WebSession).where(
+            (WebSession.last_seen_at < now - timedelta(minutes=idle_minutes))
+            | (WebSession.created_at < now - timedelta(hours=absolute_hours))
+        )
+    )
+    db.session.commit()
+    return result.rowcount or 0
