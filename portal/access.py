@@ -183,10 +183,21 @@ def has_permission(user: Any, permission: Permission) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and permission in user.permissions
 
 
-def _mark(view: F, declared: tuple[Permission, ...] | None) -> F:
+def _mark(view: F, declared: tuple[Permission, ...] | None, any_of: bool = False) -> F:
     view.access_declared = True  # type: ignore[attr-defined]
     view.required_permissions = declared  # type: ignore[attr-defined]
+    view.requires_any = any_of  # type: ignore[attr-defined]
     return view
+
+
+def may_use(view: Any, permissions: frozenset[Permission]) -> bool:
+    """Would a signed-in user with `permissions` get past the view's declared access?"""
+    required = getattr(view, "required_permissions", None)
+    if required is None:
+        return True
+    if getattr(view, "requires_any", False):
+        return any(p in permissions for p in required)
+    return all(p in permissions for p in required)
 
 
 def public(view: F) -> F:
@@ -233,7 +244,7 @@ def require_any(*permissions: Permission) -> Callable[[F], F]:
                 abort(403)
             return view(*args, **kwargs)
 
-        return _mark(guarded, permissions)  # type: ignore[arg-type]
+        return _mark(guarded, permissions, any_of=True)  # type: ignore[arg-type]
 
     return decorate
 

@@ -9,9 +9,9 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def page_or_fragment(page: str, fragment: str, **context):
+def page_or_fragment(page_template: str, fragment_template: str, **context):
     """The full page for a normal request; for htmx, the fragment the page itself includes."""
-    return render_template(fragment if is_htmx() else page, **context)
+    return render_template(fragment_template if is_htmx() else page_template, **context)
 
 
 def redirect_after_post(location: str):

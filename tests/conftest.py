@@ -114,7 +114,22 @@ def outbox_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_settings(database_url, redis_url, outbox_dir, tmp_path_factory) -> dict[str, Any]:
+def oidc_provider() -> Iterator[str]:
+    """A real OpenID Connect provider over HTTP (oidc-provider-mock) knowing the demo people."""
+    import oidc_provider_mock
+
+    from portal.dev.identities import DEMO_IDENTITIES, provider_claims
+
+    users = [
+        oidc_provider_mock.User(sub=str(identity["sub"]), claims=provider_claims(identity))
+        for identity in DEMO_IDENTITIES
+    ]
+    with oidc_provider_mock.run_server_in_thread(port=free_port(), require_nonce=True, user_claims=users) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture(scope="session")
+def app_settings(database_url, redis_url, outbox_dir, oidc_provider, tmp_path_factory) -> dict[str, Any]:
     """The settings of the app under test; worker processes get the same ones."""
     return {
         "PORTAL_ENV": "testing",
@@ -125,6 +140,7 @@ def app_settings(database_url, redis_url, outbox_dir, tmp_path_factory) -> dict[
         "STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
         "SMTP_URL": "smtp://127.0.0.1:1",  # the smtp_server fixture points it somewhere real
         "LOCAL_LOGIN": True,
+        "OIDC_ISSUER": oidc_provider,
     }
 
 
@@ -132,6 +148,8 @@ class IsolatedClient(FlaskClient):
     """Runs every request in a fresh context, as a separate browser request would be."""
 
     def open(self, *args: Any, **kwargs: Any):
+        # Buffered, so that streamed bodies are produced while the request's context lives.
+        kwargs.setdefault("buffered", True)
         return contextvars.Context().run(super().open, *args, **kwargs)
 
 

@@ -213,7 +213,9 @@ def add_mapping(actor: User | None, group_name: str, role_name: str) -> SsoGroup
         return existing
     mapping = SsoGroupMapping(group_name=group_name, role_id=role.id)
     db.session.add(mapping)
+    db.session.flush()
     audit.record(actor, "sso_mapping.added", f"group:{group_name}", {"role": role.name})
+    _resync_group_members(group_name)
     db.session.commit()
     return mapping
 
@@ -222,9 +224,28 @@ def remove_mapping(actor: User, mapping_id: int) -> None:
     mapping = db.session.get(SsoGroupMapping, mapping_id)
     if mapping is None:
         raise AdminError("No such mapping.")
-    audit.record(actor, "sso_mapping.removed", f"group:{mapping.group_name}", {"role": mapping.role.name})
+    group_name = mapping.group_name
+    audit.record(actor, "sso_mapping.removed", f"group:{group_name}", {"role": mapping.role.name})
     db.session.delete(mapping)
+    db.session.flush()
+    _resync_group_members(group_name)
     db.session.commit()
+
+
+def _resync_group_members(group_name: str) -> None:
+    """Apply a mapping change now to everyone whose last known groups include the group;
+    whoever is left with no role is signed out everywhere."""
+    for user in db.session.scalars(select(User).where(User.sso_subject.is_not(None))):
+        if group_name not in (user.sso_groups or []):
+            continue
+        before = grants_of(user.id)
+        replace_grants(user.id, roles_for_groups(user.sso_groups), "sso")
+        db.session.flush()
+        after = grants_of(user.id)
+        if after != before:
+            audit.record(None, "user.roles_synced", f"user:{user.id}", {"before": before, "after": after})
+        if not after:
+            end_sessions_of(user.id)
 
 
 def roles_for_groups(groups: list[str]) -> set[int]:

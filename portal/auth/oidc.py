@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
-
-from portal.extensions import oauth
 
 PROVIDER = "sso"
 # Seconds of clock skew tolerated on exp/iat.
@@ -18,20 +17,22 @@ LEEWAY = 60
 
 
 def register(app: Flask) -> None:
+    """One OAuth registry per app: Authlib's registry holds the provider's URLs, and two apps
+    in one process (tests, a second tenant) must not share them."""
     issuer = app.config["OIDC_ISSUER"].rstrip("/")
-    oauth.init_app(app)
+    oauth = OAuth(app)
+    app.extensions["oidc"] = oauth
     oauth.register(
         PROVIDER,
         client_id=app.config["OIDC_CLIENT_ID"],
         client_secret=app.config["OIDC_CLIENT_SECRET"],
         server_metadata_url=f"{issuer}/.well-known/openid-configuration",
         client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256"},
-        overwrite=True,
     )
 
 
 def client():
-    return oauth.create_client(PROVIDER)
+    return current_app.extensions["oidc"].create_client(PROVIDER)
 
 
 def claims_options() -> dict[str, Any]:

@@ -81,9 +81,11 @@ def sign_in_from_claims(claims: dict[str, Any], groups_claim: str) -> User:
             f"user:{user.id}",
             {"groups": groups, "before": before, "after": after},
         )
+    user.sso_groups = groups
     if not after:
+        # Keep the change (no role left, sessions ended) and refuse.
         end_sessions_of(user.id)
-        _refuse(user, "no_access", {"email": email, "groups": groups})
+        _refuse(user, "no_access", {"email": email, "groups": groups}, keep_changes=True)
     user.email = email
     user.name = str(claims.get("name") or user.name)
     user.last_sign_in_at = utcnow()
@@ -93,9 +95,10 @@ def sign_in_from_claims(claims: dict[str, Any], groups_claim: str) -> User:
     return user
 
 
-def _refuse(user: User | None, reason: str, details: dict[str, Any]) -> None:
-    """Record a refused sign-in in its own commit (the refusal itself must leave a trace)."""
-    db.session.rollback()
+def _refuse(user: User | None, reason: str, details: dict[str, Any], keep_changes: bool = False) -> None:
+    """Record a refused sign-in and commit it (the refusal itself must leave a trace)."""
+    if not keep_changes:
+        db.session.rollback()
     audit.record(user, "sign_in.failure", details.get("email", ""), {"reason": reason, **details})
     db.session.commit()
     raise SignInRefused(reason)

@@ -1,0 +1,52 @@
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from portal.auth.models import WebSession
+from portal.extensions import db
+from portal.models_base import utcnow
+
+
+def test_cookie_holds_only_an_opaque_id_and_is_httponly_and_lax(client, login_as):
+    login_as("reviewer")
+    response = client.get("/")
+    cookie = client.get_cookie("session")
+    assert len(cookie.value) >= 40 and "." not in cookie.value  # not a signed data blob
+    assert cookie.http_only
+    assert cookie.same_site == "Lax"
+    assert response.status_code == 200
+
+
+def test_idle_session_expires(app, client, login_as):
+    login_as("reviewer")
+    with app.app_context():
+        db.session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(hours=2)))
+        db.session.commit()
+    assert client.get("/").status_code == 302
+
+
+def test_absolute_lifetime_ends_even_an_active_session(app, client, login_as):
+    login_as("reviewer")
+    with app.app_context():
+        db.session.execute(update(WebSession).values(created_at=utcnow() - timedelta(hours=13)))
+        db.session.commit()
+    assert client.get("/").status_code == 302
+
+
+def test_session_rows_are_stored_by_hash_not_by_the_cookie_value(app, client, login_as):
+    login_as("reviewer")
+    value = client.get_cookie("session").value
+    with app.app_context():
+        ids = list(db.session.scalars(select(WebSession.id_hash)))
+    assert value not in ids and len(ids) == 1
+
+
+def test_purge_job_drops_expired_sessions(app, client, login_as):
+    from jobs.maintenance import purge_expired_sessions
+
+    login_as("reviewer")
+    with app.app_context():
+        db.session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(days=1)))
+        db.session.commit()
+        assert purge_expired_sessions() == 1
+        assert db.session.scalar(select(WebSession)) is None
