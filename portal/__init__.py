@@ -94,6 +94,7 @@ def _register_models() -> None:
     import portal.audience.models
     import portal.audit
     import portal.auth.models
+    import portal.content.models
     import portal.notify
     import portal.queue  # noqa: F401
 
@@ -101,11 +102,13 @@ def _register_models() -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.admin.views import bp as admin_bp
     from portal.auth.views import bp as auth_bp
+    from portal.content.views import bp as content_bp
     from portal.core.views import bp as core_bp
 
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(content_bp, url_prefix="/content")
     if app.config["OUTBOX_DIR"]:
         from portal.dev.views import bp as outbox_bp
 

@@ -32,6 +32,7 @@ ENV_SETTINGS: dict[str, type] = {
     "SESSION_ABSOLUTE_HOURS": int,
     "AUDIT_RETENTION_DAYS": int,
     "RATELIMIT_STORAGE_URI": str,
+    "SMS_OPT_OUT_TEXT": str,
 }
 
 
@@ -57,6 +58,8 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SESSION_ABSOLUTE_HOURS": 12,
         "AUDIT_RETENTION_DAYS": 180,
         "RATELIMIT_STORAGE_URI": "",
+        # Every marketing SMS must carry this opt-out instruction.
+        "SMS_OPT_OUT_TEXT": "回T退订",
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",

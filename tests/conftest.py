@@ -163,10 +163,22 @@ def app(app_settings) -> Iterator[Flask]:
     app.test_client_class = IsolatedClient
     with app.app_context():
         upgrade()
+        app.extensions["seeded_rows"] = _seeded_rows()
     yield app
     with app.app_context():
         db.engine.dispose()
     app.extensions["redis"].close()
+
+
+def _seeded_rows() -> dict[str, list[dict]]:
+    """What the migrations themselves put in the tables (word lists...): restored before each test."""
+    from portal.extensions import db
+
+    with db.engine.connect() as connection:
+        return {
+            table.name: [dict(row._mapping) for row in connection.execute(table.select())]
+            for table in db.metadata.sorted_tables
+        }
 
 
 def _clear_database(app: Flask) -> None:
@@ -178,10 +190,14 @@ def _clear_database(app: Flask) -> None:
         with db.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 quoted = ", ".join(f'"{name}"' for name in tables)
-                connection.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+                connection.execute(text(f"TRUNCATE {quoted} CASCADE"))
             else:
                 for name in tables:
                     connection.execute(text(f'DELETE FROM "{name}"'))
+            for table in db.metadata.sorted_tables:
+                rows = app.extensions["seeded_rows"].get(table.name)
+                if rows:
+                    connection.execute(table.insert(), rows)
         from portal.admin.service import ensure_builtin_roles
 
         ensure_builtin_roles()

@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, insert, or_, select
 
 from portal import audit
 from portal.access import BUILTIN_ROLES, MARKETING_ROLES, Permission
@@ -18,6 +17,7 @@ from portal.audit import AuditEvent
 from portal.auth.models import Role, SsoGroupMapping, User, user_roles
 from portal.auth.sessions import end_sessions_of
 from portal.extensions import db
+from portal.paging import Page, paginate
 
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
@@ -129,28 +129,12 @@ def _user(user_id: int) -> User:
     return user
 
 
-@dataclass
-class Page:
-    items: list[Any]
-    page: int
-    pages: int
-    total: int
-
-
-def _paginate(query, page: int, per_page: int) -> Page:
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
-    items = list(db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)))
-    return Page(items, page, pages, total)
-
-
 def search_users(text: str = "", page: int = 1, per_page: int = 25) -> Page:
     query = select(User).order_by(User.email)
     if text:
         like = f"%{text.strip()}%"
         query = query.where(or_(User.email.ilike(like), User.name.ilike(like)))
-    return _paginate(query, page, per_page)
+    return paginate(query, page, per_page)
 
 
 # --- roles ----------------------------------------------------------------------------------
@@ -282,7 +266,7 @@ def audit_query(filters: AuditFilter):
 
 
 def search_audit(filters: AuditFilter, page: int = 1, per_page: int = 50) -> Page:
-    return _paginate(audit_query(filters), page, per_page)
+    return paginate(audit_query(filters), page, per_page)
 
 
 def iter_audit(filters: AuditFilter, batch: int = 1000):

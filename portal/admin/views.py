@@ -18,6 +18,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from portal import audit
 from portal.access import Permission, require, require_any
@@ -48,7 +49,7 @@ def user_detail(user_id: int):
     assignable = service.assignable_roles(_actor())
     grants = service.grants_of(user.id)
     form = UserRolesForm()
-    form.roles.choices = [(role.name, role.label) for role in assignable]
+    form.roles.choices = [SelectChoice(role.name, role.label) for role in assignable]
     if request.method == "GET":
         form.roles.data = [name for name, source in grants.items() if source == "manual"]
     if form.validate_on_submit():
@@ -86,7 +87,7 @@ def roles():
 
 def _role_form(role=None) -> RoleForm:
     form = RoleForm(obj=role)
-    form.permissions.choices = [(str(p), str(p)) for p in Permission]
+    form.permissions.choices = [SelectChoice(str(p)) for p in Permission]
     if role is not None and request.method == "GET":
         form.permissions.data = list(role.permissions)
     return form
@@ -135,7 +136,7 @@ def edit_role(role_id: int):
 @require(Permission.SSO_MAPPING_MANAGE)
 def mappings():
     form = MappingForm()
-    form.role.choices = [(role.name, role.label) for role in service.list_roles()]
+    form.role.choices = [SelectChoice(role.name, role.label) for role in service.list_roles()]
     if form.validate_on_submit():
         try:
             service.add_mapping(_actor(), form.group_name.data, form.role.data)

@@ -1,0 +1,144 @@
+from sqlalchemy import select
+
+from portal.content import service
+from portal.content.models import Asset, AssetVersion
+from portal.extensions import db
+from tests.content.conftest import GOOD_HTML, user
+
+
+def test_author_creates_edits_and_submits_through_the_pages(app, client, login_as):
+    login_as("operations_specialist")
+    response = client.post("/content/new", data={"kind": "email", "name": "五月活动", "tags": "促销, 华东"})
+    assert response.status_code == 303
+    edit_url = response.headers["Location"]
+    form = {
+        "name": "五月活动",
+        "tags": "促销",
+        "subject": "五月会员日",
+        "preheader": "",
+        "html_body": GOOD_HTML,
+        "text_body": "",
+        "wecom_format": "text",
+    }
+    assert client.post(edit_url, data={**form, "action": "save"}).status_code == 303
+    response = client.post(edit_url, data={**form, "action": "submit"})
+    assert response.status_code == 303
+    with app.app_context():
+        version = db.session.scalar(select(AssetVersion))
+        assert version.status == "in_review" and version.asset.tags == ["促销"]
+
+
+def test_submit_with_blocking_problems_shows_them_and_keeps_the_draft(app, client, login_as):
+    login_as("operations_specialist")
+    edit_url = client.post("/content/new", data={"kind": "email", "name": "违规"}).headers["Location"]
+    form = {
+        "name": "违规",
+        "subject": "国家级产品",
+        "html_body": "<p>hi</p>",
+        "wecom_format": "text",
+        "action": "submit",
+    }
+    response = client.post(edit_url, data=form)
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert 'id="checks"' in html and "国家级" in html
+
+
+def test_broken_template_is_refused_with_its_line_on_the_page(client, login_as):
+    login_as("operations_specialist")
+    edit_url = client.post("/content/new", data={"kind": "sms", "name": "短信"}).headers["Location"]
+    response = client.post(
+        edit_url, data={"name": "短信", "sms_text": "您好 {{ contact.name ", "wecom_format": "text", "action": "save"}
+    )
+    assert response.status_code == 422
+    assert "line 1" in response.get_data(as_text=True)
+
+
+def test_live_preview_renders_unsaved_fields_as_the_sample_contact(app, client, login_as, people, email_draft):
+    login_as("operations_specialist")
+    with app.app_context():
+        db.session.get(AssetVersion, email_draft).author_id  # noqa: B018
+    response = client.post(
+        f"/content/versions/{email_draft}/preview",
+        data={"subject": "{{ contact.name }}，新品到了", "html_body": GOOD_HTML, "sample": "en"},
+        headers={"HX-Request": "true"},
+    )
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html
+    assert "Emily Chen，新品到了" in html
+    assert 'sandbox=""' in html and 'hx-trigger="input changed delay:400ms' in html
+
+
+def test_sms_preview_shows_the_segment_count(app, client, login_as):
+    login_as("operations_specialist")
+    edit_url = client.post("/content/new", data={"kind": "sms", "name": "短信"}).headers["Location"]
+    version_id = edit_url.split("/")[-2]
+    html = client.post(f"/content/versions/{version_id}/preview", data={"sms_text": "中" * 71}).get_data(as_text=True)
+    assert "71 个字符 · UCS-2 · 计 2 条短信" in html
+
+
+def test_reviewer_sees_checks_links_diff_and_approves(app, client, login_as, people, email_draft):
+    with app.app_context():
+        author, reviewer = user(people["author"]), user(people["reviewer"])
+        service.submit_for_review(author, email_draft)
+        service.approve(reviewer, email_draft)
+        asset_id = db.session.get(AssetVersion, email_draft).asset_id
+        draft = service.new_draft_from(author, asset_id)
+        service.save_draft(author, draft.id, {**draft.fields(), "subject": "春季新品发布会（更新）"})
+        service.submit_for_review(author, draft.id)
+        draft_id = draft.id
+    login_as("reviewer")
+    queue = client.get("/content/review").get_data(as_text=True)
+    assert "春季新品发布会邀请 v2" in queue
+    page = client.get(f"/content/{asset_id}?version={draft_id}").get_data(as_text=True)
+    assert "https://www.example.com/spring" in page  # links shown with their destination
+    assert 'class="diff"' in page and "更新" in page
+    assert client.post(f"/content/versions/{draft_id}/approve", data={"comment": "好"}).status_code == 303
+    with app.app_context():
+        assert db.session.get(AssetVersion, draft_id).status == "approved"
+
+
+def test_list_filters_by_kind_status_and_tag(app, client, login_as, people, email_draft):
+    with app.app_context():
+        service.create_asset(user(people["author"]), "sms", "短信A", ["会员"])
+    login_as("operations_specialist")
+    assert "短信A" in client.get("/content/?kind=sms").get_data(as_text=True)
+    assert "短信A" not in client.get("/content/?kind=email").get_data(as_text=True)
+    assert "春季新品发布会邀请" in client.get("/content/?tag=新品").get_data(as_text=True)
+    assert "短信A" not in client.get("/content/?tag=新品").get_data(as_text=True)
+    assert "春季新品发布会邀请" not in client.get("/content/?status=approved").get_data(as_text=True)
+    fragment = client.get("/content/?q=短信", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "短信A" in fragment and "<html" not in fragment
+
+
+def test_analyst_sees_approved_content_only(app, client, login_as, people, email_draft):
+    with app.app_context():
+        other = service.create_asset(user(people["author"]), "sms", "未审核短信")
+        other_id = other.id
+        service.submit_for_review(user(people["author"]), email_draft)
+        service.approve(user(people["reviewer"]), email_draft)
+    login_as("data_analyst")
+    listing = client.get("/content/").get_data(as_text=True)
+    assert "春季新品发布会邀请" in listing and "未审核短信" not in listing
+    assert client.get(f"/content/{other_id}").status_code == 404
+    assert client.get("/content/new").status_code == 403
+
+
+def test_reviewer_cannot_edit_and_specialist_cannot_approve(app, client, login_as, people, email_draft):
+    login_as("reviewer")
+    assert client.post(f"/content/versions/{email_draft}/edit", data={}).status_code == 403
+    other = app.test_client()
+    with app.app_context():
+        service.submit_for_review(user(people["author"]), email_draft)
+    with other.session_transaction() as session:
+        session["_user_id"] = str(people["author"])
+    assert other.post(f"/content/versions/{email_draft}/approve").status_code == 403
+
+
+def test_word_list_is_managed_by_administrators(app, client, login_as):
+    login_as("administrator")
+    assert "国家级" in client.get("/content/settings").get_data(as_text=True)  # seeded by the migration
+    assert client.post("/content/settings", data={"word-word": "秒杀", "word-severity": "warning"}).status_code == 303
+    assert "秒杀" in client.get("/content/settings").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(Asset)) is None
