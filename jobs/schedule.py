@@ -29,6 +29,8 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
     PeriodicJob("jobs.maintenance.purge_expired_sessions", "17 * * * *", timeout=300),
     PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),
+    PeriodicJob("jobs.audience.evaluate_tag_rules", "7 * * * *", timeout=1800),
+    PeriodicJob("jobs.audience.recompute_lifecycle_stages", "23 2 * * *", timeout=3600),
 ]
 
 

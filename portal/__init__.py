@@ -96,11 +96,14 @@ def _register_models() -> None:
     import portal.auth.models
     import portal.content.models
     import portal.notify
-    import portal.queue  # noqa: F401
+    import portal.queue
+    import portal.settings  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:
     from portal.admin.views import bp as admin_bp
+    from portal.audience.api import bp as api_bp
+    from portal.audience.views import bp as audience_bp
     from portal.auth.views import bp as auth_bp
     from portal.content.views import bp as content_bp
     from portal.core.views import bp as core_bp
@@ -109,6 +112,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(content_bp, url_prefix="/content")
+    app.register_blueprint(audience_bp, url_prefix="/audience")
+    app.register_blueprint(api_bp)
     if app.config["OUTBOX_DIR"]:
         from portal.dev.views import bp as outbox_bp
 

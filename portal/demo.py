@@ -72,10 +72,114 @@ def demo_content() -> None:
         author,
         sms.latest.id,
         {
-            "sms_text": "【示例科技】{{ contact.name | default('您') }}好，春季新品发布会明天 14:00 开始，期待您的到来。回T退订"
+            "sms_text": "【示例科技】{{ contact.name | default('您') }}好，"
+            "春季新品发布会明天 14:00 开始，期待您的到来。回T退订"
         },
     )
     service.submit_for_review(author, sms.latest.id)
+
+
+def demo_audience() -> None:
+    """About 200 contacts across regions and industries, with consent, events, a segment and a tag rule."""
+    import random
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from portal.audience import lifecycle, scoring, tag_rules
+    from portal.audience.models import Contact, ContactConsent, ContactEvent, Segment
+    from portal.auth.models import User
+    from portal.extensions import db
+    from portal.models_base import utcnow
+
+    if db.session.scalar(select(Contact.id).limit(1)):
+        return
+    rng = random.Random(20261124)  # noqa: S311 - the same demo every time, not security
+    surnames, given = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高", "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚"
+    english = ["Emily Chen", "David Li", "Grace Wang", "Kevin Zhang", "Linda Liu", "Tom Huang", "Amy Zhao", "Jack Wu"]
+    places = [
+        ("上海市", "上海"),
+        ("浙江省", "杭州"),
+        ("江苏省", "苏州"),
+        ("广东省", "深圳"),
+        ("广东省", "广州"),
+        ("北京市", "北京"),
+        ("四川省", "成都"),
+        ("湖北省", "武汉"),
+        ("福建省", "厦门"),
+    ]
+    industries, sizes = ["科技", "零售", "制造", "金融", "教育", "医疗"], ["1-49", "50-199", "200-499", "500+"]
+    owner = db.session.scalar(select(User).where(User.email == "manager@example.com"))
+    now = utcnow()
+    for n in range(200):
+        name = english[n % len(english)] if n % 9 == 0 else rng.choice(surnames) + rng.choice(given) + rng.choice(given)
+        province, city = rng.choice(places)
+        contact = Contact(
+            email=f"demo{n:03d}@example.com",
+            mobile=f"+86138{n:08d}",
+            name=name,
+            company=f"示例企业{n % 40:02d}",
+            industry=rng.choice(industries),
+            province=province,
+            city=city,
+            company_size=rng.choice(sizes),
+            owner_id=owner.id if owner else None,
+            score=60,
+            created_at=now - timedelta(days=rng.randint(1, 400)),
+            attributes={"职位": rng.choice(["市场总监", "采购经理", "IT 负责人", "总经理"])},
+        )
+        db.session.add(contact)
+        db.session.flush()
+        db.session.add(
+            ContactConsent(
+                contact_id=contact.id, channel="email", status="granted" if n % 10 else "none", source="demo"
+            )
+        )
+        for _ in range(rng.randint(0, 4)):
+            kind = rng.choice(["page_view", "download", "webinar_attended", "purchase", "email_open", "email_click"])
+            props = (
+                {"url": rng.choice(["https://www.example.com/pricing", "https://www.example.com/product"])}
+                if kind == "email_click"
+                else {}
+            )
+            event = ContactEvent(
+                contact_id=contact.id,
+                kind=kind,
+                properties=props,
+                source="demo",
+                occurred_at=now - timedelta(days=rng.randint(0, 120)),
+            )
+            db.session.add(event)
+            contact.last_activity_at = max(contact.last_activity_at or event.occurred_at, event.occurred_at)
+    db.session.commit()
+    for event_id in db.session.scalars(select(ContactEvent.id)):
+        scoring.score_event(event_id)
+    lifecycle.recompute_stages()
+    rules = {
+        "op": "and",
+        "items": [
+            {"field": "region", "operator": "eq", "value": "华东"},
+            {"field": "industry", "operator": "eq", "value": "科技"},
+            {"field": "score", "operator": "gte", "value": 65},
+        ],
+    }
+    db.session.add(Segment(name="华东科技行业高分客户", rules=rules, created_by_id=owner.id if owner else None))
+    db.session.commit()
+    high_intent = {
+        "op": "and",
+        "items": [
+            {
+                "field": "event.email_click",
+                "operator": "gte",
+                "value": 1,
+                "days": 30,
+                "property": "url",
+                "contains": "pricing",
+            }
+        ],
+    }
+    rule = tag_rules.save_rule(owner, "高意向客户", high_intent)
+    tag_rules.evaluate(rule.id)
 
 
 # Run in this order; each one must be safe to run again on a database that has its data.
@@ -84,6 +188,7 @@ DEMO_LOADERS: list[Callable[[], None]] = [
     demo_sso_mapping,
     demo_people,
     demo_content,
+    demo_audience,
 ]
 
 

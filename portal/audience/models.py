@@ -167,3 +167,91 @@ class Suppression(db.Model):
     value_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256 hex
     reason: Mapped[str] = mapped_column(String(64))  # erased | hard_bounce | complaint | manual
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImportJob(db.Model):
+    """One upload of a contact file: its column mapping, choices, and the outcome."""
+
+    __tablename__ = "audience_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    original_name: Mapped[str] = mapped_column(String(255))
+    stored_name: Mapped[str] = mapped_column(String(255))  # under STORAGE_DIR/imports/
+    encoding: Mapped[str] = mapped_column(String(32), default="")
+    # column index (as text) -> field name ("email", "attr:职位", ...) ; unmapped columns are left out
+    mapping: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    merge_policy: Mapped[str] = mapped_column(String(16), default="fill")  # fill | overwrite
+    default_consent: Mapped[str] = mapped_column(String(16), default="none")
+    status: Mapped[str] = mapped_column(String(16), default="uploaded")  # uploaded | queued | running | done | failed
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(db.Model):
+    """A per-integration token for the events API; only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Segment(db.Model):
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # {"op": "and"|"or", "items": [condition | group, ...]} — see portal.audience.segments
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TagRule(db.Model):
+    """Tag every contact matching `rules` (same language as segments); untag those who stop matching."""
+
+    __tablename__ = "tag_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"))
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ScoringRule(db.Model):
+    """Points a behaviour event earns, optionally only when a property contains a text
+    (e.g. an email click whose url contains "pricing")."""
+
+    __tablename__ = "scoring_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+    event_kind: Mapped[str] = mapped_column(String(32))
+    property_name: Mapped[str] = mapped_column(String(64), default="")
+    property_contains: Mapped[str] = mapped_column(String(200), default="")
+    points: Mapped[int] = mapped_column(Integer)
+
+
+class ScoredEvent(db.Model):
+    """Which events have been scored, so that scoring an event twice changes nothing."""
+
+    __tablename__ = "scored_events"
+
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("contact_events.id", ondelete="CASCADE"), primary_key=True)
+    points: Mapped[int] = mapped_column(Integer)

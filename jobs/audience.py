@@ -1,0 +1,45 @@
+"""Audience jobs: imports, tag rules, lifecycle stages, exports."""
+
+from __future__ import annotations
+
+from jobs.tracking import tracked
+from portal.extensions import db
+from portal.queue import JobRun, redis_connection
+
+
+def run_import(import_id: int, job_run_id: int | None = None) -> None:
+    from portal.audience.importing import run_import as import_file
+
+    with tracked(job_run_id) as progress:
+        job = import_file(import_id, progress=progress.update)
+        progress.update(
+            100,
+            f"{job.rows} rows: {job.created} created, {job.updated} updated, "
+            f"{job.unchanged} unchanged, {job.rejected} rejected",
+        )
+        if job_run_id:
+            db.session.get(JobRun, job_run_id).result_ref = f"import:{job.id}"
+            db.session.commit()
+
+
+def evaluate_tag_rules() -> dict:
+    """Periodic, and after contacts or events change. Idempotent."""
+    from portal.audience.tag_rules import PENDING_KEY, evaluate_all
+
+    redis_connection().delete(PENDING_KEY)
+    return evaluate_all()
+
+
+def recompute_lifecycle_stages() -> int:
+    from portal.audience.lifecycle import recompute_stages
+
+    return recompute_stages()
+
+
+def export_segment(segment_id: int, file_format: str, job_run_id: int | None = None) -> None:
+    from portal.audience.export import write_export
+
+    with tracked(job_run_id) as progress:
+        name = write_export(segment_id, file_format, job_run_id, progress.update)
+        db.session.get(JobRun, job_run_id).result_ref = name
+        db.session.commit()

@@ -1,0 +1,118 @@
+"""Exporting a segment's contacts (CSV or XLSX): a high-risk action, built by a worker."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from portal import audit
+from portal.access import Permission, check_recent_sign_in
+from portal.audience.importing import neutralise
+from portal.audience.models import Contact, Segment
+from portal.audience.segments import segment_query
+from portal.extensions import db
+from portal.queue import JobRun, enqueue
+
+COLUMNS = (
+    "id",
+    "email",
+    "mobile",
+    "name",
+    "company",
+    "industry",
+    "province",
+    "city",
+    "company_size",
+    "score",
+    "lifecycle_stage",
+    "created_at",
+)
+
+
+class ExportRefused(PermissionError):
+    pass
+
+
+def exports_dir() -> Path:
+    directory = Path(current_app.config["STORAGE_DIR"]) / "exports"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def start_export(actor: Any, segment_id: int, file_format: str, signed_in_at: datetime | None) -> JobRun:
+    """High risk: needs the bulk-export permission and a sign-in less than ten minutes old."""
+    if not actor.can(Permission.AUDIENCE_BULK_EXPORT):
+        raise ExportRefused("You may not export contacts.")
+    check_recent_sign_in(signed_in_at)
+    if file_format not in ("csv", "xlsx"):
+        raise ExportRefused("CSV or XLSX only.")
+    segment = db.session.get(Segment, segment_id)
+    if segment is None:
+        raise ExportRefused("No such segment.")
+    audit.record(actor, "segment.exported", f"segment:{segment.id}", {"format": file_format, "name": segment.name})
+    db.session.commit()
+    return enqueue(
+        "jobs.audience.export_segment",
+        segment_id,
+        file_format,
+        kind="export",
+        actor=actor,
+        queue="reports",
+        timeout=3600,
+    )
+
+
+def write_export(
+    segment_id: int, file_format: str, job_run_id: int | None, progress: Callable[[int, str], None]
+) -> str:
+    """Stream the segment's contacts into a file; returns its name under exports/."""
+    ids = segment_query(segment_id)
+    total = db.session.scalar(select(func.count()).select_from(ids.subquery())) or 1
+    rows = db.session.execute(
+        select(*(getattr(Contact, c) for c in COLUMNS))
+        .where(Contact.id.in_(ids))
+        .order_by(Contact.id)
+        .execution_options(yield_per=5000)
+    )
+    name = f"segment-{segment_id}-{job_run_id or 'x'}.{file_format}"
+    path = exports_dir() / name
+
+    def cells(row) -> list[Any]:
+        return [neutralise(v) if isinstance(v, str) else (v.isoformat() if isinstance(v, datetime) else v) for v in row]
+
+    if file_format == "csv":
+        with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            for number, row in enumerate(rows, start=1):
+                writer.writerow(cells(row))
+                if number % 5000 == 0:
+                    progress(min(99, 100 * number // total), f"{number} / {total}")
+    else:
+        from openpyxl import Workbook
+
+        workbook = Workbook(write_only=True)
+        sheet = workbook.create_sheet("contacts")
+        sheet.append(list(COLUMNS))
+        for number, row in enumerate(rows, start=1):
+            sheet.append(cells(row))
+            if number % 5000 == 0:
+                progress(min(99, 100 * number // total), f"{number} / {total}")
+        workbook.save(path)
+    return name
+
+
+def export_file_for(actor: Any, job_run_id: int) -> Path:
+    """Only the person who started an export may download it."""
+    run = db.session.get(JobRun, job_run_id)
+    if run is None or run.kind != "export" or run.created_by_id != actor.id or not run.result_ref:
+        raise ExportRefused("No such export.")
+    audit.record(actor, "export.downloaded", f"job:{run.id}", {"file": run.result_ref})
+    db.session.commit()
+    return exports_dir() / run.result_ref

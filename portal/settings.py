@@ -1,0 +1,49 @@
+"""Portal-wide settings editable in the app (thresholds, defaults), as a key/value table.
+
+Each setting has a default in DEFAULTS; the table holds only what someone changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal import audit
+from portal.extensions import db
+
+DEFAULTS: dict[str, Any] = {
+    # Lead scoring (the operating guide's table)
+    "scoring.base_score": 60,
+    "scoring.mql_threshold": 80,
+    "scoring.mql_tag": "MQL",
+    # Lifecycle stages
+    "lifecycle.new_days": 30,
+    "lifecycle.growing_min_purchases": 1,
+    "lifecycle.stable_min_purchases": 3,
+    "lifecycle.dormant_days": 90,
+}
+
+
+class Setting(db.Model):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+def get(key: str) -> Any:
+    row = db.session.get(Setting, key)
+    return row.value if row is not None else DEFAULTS[key]
+
+
+def set_value(actor: Any, key: str, value: Any) -> None:
+    if key not in DEFAULTS:
+        raise KeyError(key)
+    row = db.session.get(Setting, key)
+    before = row.value if row is not None else DEFAULTS[key]
+    if row is None:
+        db.session.add(Setting(key=key, value=value))
+    else:
+        row.value = value
+    audit.record(actor, "setting.changed", key, {"before": before, "after": value})

@@ -1,0 +1,117 @@
+import csv
+import io
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from portal.audience.models import Contact, ContactEvent, Segment
+from portal.extensions import db
+from portal.queue import JobRun
+
+
+def seed(app, owner_id):
+    with app.app_context():
+        db.session.add_all(
+            [
+                Contact(email="a@example.com", name="=cmd|' /C calc'!A0", province="上海市", score=90),
+                Contact(email="b@example.com", name="普通客户", province="上海市", score=50),
+            ]
+        )
+        db.session.add(
+            Segment(
+                name="上海",
+                rules={"op": "and", "items": [{"field": "province", "operator": "eq", "value": "上海"}]},
+                created_by_id=owner_id,
+            )
+        )
+        db.session.commit()
+        return db.session.scalar(select(Segment.id))
+
+
+def wait(app, run_id):
+    for _ in range(150):
+        with app.app_context():
+            run = db.session.get(JobRun, run_id)
+            if run.done:
+                return run.status
+        time.sleep(0.2)
+    raise AssertionError("export did not finish")
+
+
+def test_export_needs_the_permission_and_a_recent_sign_in(app, client, login_as, make_user):
+    login_as("operations_specialist")
+    segment_id = seed(app, None)
+    assert client.post(f"/audience/segments/{segment_id}/export", data={"format": "csv"}).status_code == 403
+    stale = app.test_client()
+    user_id = make_user("marketing_manager")
+    with stale.session_transaction() as session:
+        session["_user_id"] = str(user_id)
+        session["signed_in_at"] = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
+    response = stale.post(f"/audience/segments/{segment_id}/export", data={"format": "csv"})
+    assert response.status_code == 302 and "reauth=1" in response.headers["Location"]
+    with app.app_context():
+        assert db.session.scalar(select(JobRun)) is None
+
+
+def test_csv_and_xlsx_exports_neutralise_formulas_and_are_audited(app, client, login_as, make_user, start_worker):
+    user_id = login_as("marketing_manager")
+    segment_id = seed(app, user_id)
+    start_worker()
+    for file_format in ("csv", "xlsx"):
+        response = client.post(f"/audience/segments/{segment_id}/export", data={"format": file_format})
+        run_id = int(response.headers["Location"].rsplit("/", 1)[-1])
+        assert wait(app, run_id) == "finished"
+        download = client.get(f"/audience/exports/{run_id}")
+        assert download.status_code == 200
+        if file_format == "csv":
+            rows = list(csv.reader(io.StringIO(download.get_data().decode("utf-8-sig"))))
+            names = [row[3] for row in rows[1:]]
+        else:
+            sheet = load_workbook(io.BytesIO(download.get_data())).active
+            names = [row[3] for row in sheet.iter_rows(min_row=2, values_only=True)]
+        assert sorted(names) == sorted(["'=cmd|' /C calc'!A0", "普通客户"])
+    # Another manager cannot download it.
+    other = app.test_client()
+    with other.session_transaction() as session:
+        session["_user_id"] = str(make_user("marketing_manager"))
+    assert other.get(f"/audience/exports/{run_id}").status_code == 404
+    from portal.audit import AuditEvent
+
+    with app.app_context():
+        actions = list(db.session.scalars(select(AuditEvent.action)))
+    assert actions.count("segment.exported") == 2 and actions.count("export.downloaded") == 2
+
+
+def test_privacy_export_contains_everything_and_erase_removes_personal_data(app, client, login_as):
+    login_as("marketing_manager")
+    with app.app_context():
+        contact = Contact(email="p@example.com", mobile="+8613800138000", name="张三", attributes={"职位": "经理"})
+        db.session.add(contact)
+        db.session.flush()
+        db.session.add(ContactEvent(contact_id=contact.id, kind="download", properties={"file": "白皮书.pdf"}))
+        db.session.commit()
+        contact_id = contact.id
+    data = json.loads(client.get(f"/audience/contacts/{contact_id}/privacy-export").get_data(as_text=True))
+    assert data["contact"]["name"] == "张三" and data["events"][0]["properties"] == {"file": "白皮书.pdf"}
+    assert client.post(f"/audience/contacts/{contact_id}/erase").status_code == 303
+    with app.app_context():
+        contact = db.session.get(Contact, contact_id)
+        assert (contact.email, contact.mobile, contact.name, contact.attributes) == (None, None, "", {})
+        assert contact.suppressed and contact.unsubscribed
+        event = db.session.scalar(select(ContactEvent))
+        assert event.properties == {} and event.kind == "download"  # statistics keep the anonymous event
+
+
+def test_privacy_requests_need_a_recent_sign_in(app, client, login_as):
+    login_as("marketing_manager", signed_in_minutes_ago=30)
+    with app.app_context():
+        db.session.add(Contact(email="q@example.com"))
+        db.session.commit()
+        contact_id = db.session.scalar(select(Contact.id))
+    response = client.post(f"/audience/contacts/{contact_id}/erase")
+    assert response.status_code == 302 and "reauth=1" in response.headers["Location"]
+    with app.app_context():
+        assert db.session.get(Contact, contact_id).email == "q@example.com"
