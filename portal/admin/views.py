@@ -34,6 +34,12 @@ from portal.htmx import page_or_fragment, redirect_after_post
 bp = Blueprint("admin", __name__)
 
 
+@bp.app_template_filter("audit_details")
+def audit_details(details: object) -> str:
+    """Event details as readable JSON: Chinese names as written, not as \\u escapes."""
+    return json.dumps(details, ensure_ascii=False, sort_keys=True)
+
+
 def _actor():
     return current_user._get_current_object()
 
@@ -225,7 +231,7 @@ def audit_csv():
                         event.actor_label,
                         event.action,
                         event.target,
-                        json.dumps(event.details, ensure_ascii=False, sort_keys=True),
+                        audit_details(event.details),
                     )
                 ]
             )

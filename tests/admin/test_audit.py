@@ -105,3 +105,13 @@ def test_audit_date_range_labels_are_dates_not_mail_fields_in_chinese(client, lo
     html = client.get("/admin/audit", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert "起始日期" in html and "截止日期" in html
     assert "发件人" not in html
+
+
+def test_audit_details_show_chinese_as_written_and_escape_markup(app, client, login_as):
+    login_as("administrator")
+    with app.app_context():
+        audit.record(None, "content.created", "asset:9", {"name": "春季新品<script>"})
+        db.session.commit()
+    html = client.get("/admin/audit").get_data(as_text=True)
+    assert "春季新品&lt;script&gt;" in html
+    assert "\\u6625" not in html and "春季新品<script>" not in html
