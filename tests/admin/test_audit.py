@@ -115,3 +115,14 @@ def test_audit_details_show_chinese_as_written_and_escape_markup(app, client, lo
     html = client.get("/admin/audit").get_data(as_text=True)
     assert "春季新品&lt;script&gt;" in html
     assert "\\u6625" not in html and "春季新品<script>" not in html
+
+
+def test_audit_csv_neutralises_every_formula_prefix(app, client, login_as):
+    login_as("administrator")
+    with app.app_context():
+        for prefix in ("=", "+", "-", "@"):
+            audit.record(None, "user.deactivated", f"{prefix}cmd|' /C calc'!A0")
+        db.session.commit()
+    response = client.get("/admin/audit.csv?action=user.deactivated")
+    targets = [row[3] for row in list(csv.reader(io.StringIO(response.get_data(as_text=True))))[1:]]
+    assert sorted(targets) == sorted(f"'{p}cmd|' /C calc'!A0" for p in ("=", "+", "-", "@"))
