@@ -217,17 +217,28 @@ def force_password_change():
     return None
 
 
-@bp.app_errorhandler(ReauthenticationRequired)
-def reauthenticate(_error):
-    """High-risk actions need a fresh sign-in: send the person through it, then back."""
-    back = request.full_path.rstrip("?") if request.method == "GET" else urlsplit(request.referrer or "/").path
+def reauthenticate(next_url: str):
+    """The answer that sends the person through sign-in again, then back to `next_url`.
+
+    SSO users go to the provider with prompt=login and max_age=0 (and the callback insists on
+    a fresh auth_time); the break-glass account goes to the local form. htmx requests get an
+    HX-Redirect, never a page swapped into the current one. Views that catch
+    `ReauthenticationRequired` themselves return this; uncaught, the error handler below does."""
     if getattr(current_user, "is_local", False):
-        target = url_for("auth.local_login", next=safe_next(back))
+        target = url_for("auth.local_login", next=safe_next(next_url))
     else:
-        target = url_for("auth.sso", reauth=1, next=safe_next(back))
+        target = url_for("auth.sso", reauth=1, next=safe_next(next_url))
     if is_htmx():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = target
         return response
     flash(_("For this action, please confirm your identity by signing in again."), "warning")
     return redirect(target)
+
+
+@bp.app_errorhandler(ReauthenticationRequired)
+def on_reauthentication_required(_error):
+    """High-risk actions need a fresh sign-in: send the person through it, then back to the
+    page they were on (for a POST, the page the form was on)."""
+    back = request.full_path.rstrip("?") if request.method == "GET" else urlsplit(request.referrer or "/").path
+    return reauthenticate(back)
