@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -16,6 +18,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import get_timezone
 from flask_babel import gettext as _
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
@@ -29,6 +32,12 @@ from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
 
 bp = Blueprint("admin", __name__)
+
+
+@bp.app_template_filter("audit_details")
+def audit_details(details: object) -> str:
+    """Event details as readable JSON: Chinese names as written, not as \\u escapes."""
+    return json.dumps(details, ensure_ascii=False, sort_keys=True)
 
 
 def _actor():
@@ -143,7 +152,7 @@ def mappings():
         except service.AdminError as exc:
             form.group_name.errors = [str(exc)]
         else:
-            flash(_("Mapping added. It applies from each person's next sign-in."), "success")
+            flash(_("Mapping added. It applies at once to people known to be in this group."), "success")
             return redirect_after_post(url_for("admin.mappings"))
     return render_template("admin/mappings.html", form=form, mappings=service.list_mappings()), (
         422 if form.is_submitted() else 200
@@ -161,10 +170,15 @@ def delete_mapping(mapping_id: int):
 
 
 def _parse_day(raw: str | None) -> datetime | None:
+    """The start of a day as the person sees it: in the portal's display time zone (the table
+    shows times there), not in the server's own zone."""
     try:
-        return datetime.fromisoformat(raw).astimezone() if raw else None
+        day = datetime.fromisoformat(raw) if raw else None
     except ValueError:
         return None
+    if day is None:
+        return None
+    return day.replace(tzinfo=ZoneInfo(str(get_timezone()))) if day.tzinfo is None else day
 
 
 def _audit_filters() -> service.AuditFilter:
@@ -217,7 +231,7 @@ def audit_csv():
                         event.actor_label,
                         event.action,
                         event.target,
-                        event.details,
+                        audit_details(event.details),
                     )
                 ]
             )

@@ -44,7 +44,8 @@ def recompute_stages() -> int:
     now = utcnow()
     # Counted through RETURNING: INSERT ... SELECT reports no rowcount through psycopg here.
     moved = db.session.execute(
-        insert(ContactEvent).from_select(
+        insert(ContactEvent)
+        .from_select(
             ["contact_id", "kind", "occurred_at", "properties", "source"],
             select(
                 changed.c.id,
@@ -55,7 +56,8 @@ def recompute_stages() -> int:
                 else func.json_build_object("from", changed.c.before, "to", changed.c.after),
                 literal("lifecycle"),
             ),
-        ).returning(ContactEvent.id)
+        )
+        .returning(ContactEvent.id)
     ).all()
     db.session.execute(update(Contact).where(Contact.lifecycle_stage != stage).values(lifecycle_stage=stage))
     db.session.commit()

@@ -38,7 +38,8 @@ def evaluate(rule_id: int) -> tuple[int, int]:
     already = select(ContactTag.contact_id).where(ContactTag.tag_id == rule.tag_id)
     # Counted through RETURNING: INSERT ... SELECT reports no rowcount through psycopg here.
     added = db.session.execute(
-        insert(ContactTag).from_select(
+        insert(ContactTag)
+        .from_select(
             ["contact_id", "tag_id", "source", "added_at"],
             select(
                 matching.selected_columns[0],
@@ -48,7 +49,8 @@ def evaluate(rule_id: int) -> tuple[int, int]:
             )
             .where(matching.whereclause if matching.whereclause is not None else literal(True))
             .where(matching.selected_columns[0].not_in(already)),
-        ).returning(ContactTag.contact_id)
+        )
+        .returning(ContactTag.contact_id)
     ).all()
     # Only tags this rule gave are taken away; a tag added by hand stays.
     removed = db.session.execute(

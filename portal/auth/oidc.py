@@ -6,6 +6,7 @@ audience check alone is weak)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_client import OAuth
@@ -14,6 +15,8 @@ from flask import Flask, current_app
 PROVIDER = "sso"
 # Seconds of clock skew tolerated on exp/iat.
 LEEWAY = 60
+# A re-authentication (prompt=login, max_age=0) must come back with an auth_time this recent.
+REAUTH_MAX_AGE = timedelta(minutes=5)
 
 
 def register(app: Flask) -> None:
@@ -54,3 +57,18 @@ def end_session_endpoint() -> str | None:
         return client().load_server_metadata().get("end_session_endpoint")
     except Exception:
         return None
+
+
+def authenticated_at(claims: dict[str, Any], now: datetime) -> datetime | None:
+    """When the person authenticated at the provider (the ID token's `auth_time`), never later
+    than `now`; None when the provider did not say."""
+    raw = claims.get("auth_time")
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    return min(datetime.fromtimestamp(raw, UTC), now)
+
+
+def freshly_authenticated(authenticated: datetime | None, now: datetime) -> bool:
+    """Did the provider really authenticate the person just now? With max_age in the request,
+    OpenID Connect makes `auth_time` required, so its absence counts as "no"."""
+    return authenticated is not None and now - authenticated <= REAUTH_MAX_AGE

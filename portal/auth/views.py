@@ -31,6 +31,9 @@ from portal.models_base import utcnow
 
 bp = Blueprint("auth", __name__)
 
+# Session key: the sign-in under way was asked for to confirm a high-risk action.
+REAUTH_KEY = "reauthenticating"
+
 login_manager.user_loader(service.load_user)
 login_manager.login_view = "auth.login"
 
@@ -45,8 +48,15 @@ REFUSAL_MESSAGES = {
 
 
 def safe_next(target: str | None) -> str:
-    """Only paths on this site: never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only paths on this site: never an open redirect. Browsers drop tabs and newlines from
+    URLs, so "/\t/evil.example" would become "//evil.example": control characters are refused."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(char) < 32 or ord(char) == 127 for char in target)
+    ):
         return url_for("core.dashboard")
     return target
 
@@ -76,8 +86,10 @@ def login():
 @public
 def sso():
     session["after_sign_in"] = safe_next(request.args.get("next"))
+    reauthenticating = bool(request.args.get("reauth"))
+    session[REAUTH_KEY] = reauthenticating
     options = {}
-    if request.args.get("reauth"):
+    if reauthenticating:
         # A high-risk action: the provider must ask again, whatever its own session says.
         options = {"prompt": "login", "max_age": 0}
     return oidc.client().authorize_redirect(url_for("auth.callback", _external=True), **options)
@@ -97,20 +109,35 @@ def callback():
             "auth/refused.html",
             message=_("Sign-in failed: the answer from the identity provider could not be verified. Please try again."),
         ), 400
+    now = utcnow()
+    authenticated_at = oidc.authenticated_at(claims, now)
+    if session.pop(REAUTH_KEY, False) and not oidc.freshly_authenticated(authenticated_at, now):
+        # We asked for prompt=login and max_age=0; an answer without a fresh auth_time means
+        # the provider reused its old session, so the identity was not confirmed again.
+        service.record_failed_sso("stale_reauthentication", f"auth_time={claims.get('auth_time')}")
+        return render_template(
+            "auth/refused.html",
+            message=_(
+                "The identity provider did not ask you to sign in again, "
+                "so this action cannot go ahead. Please try again."
+            ),
+        ), 400
     try:
         user = service.sign_in_from_claims(dict(claims), current_app.config["OIDC_GROUPS_CLAIM"])
     except service.SignInRefused as refused:
         return render_template("auth/refused.html", message=REFUSAL_MESSAGES.get(refused.reason, refused.reason)), 403
     target = session.pop("after_sign_in", None)
-    _start_session(user)
+    # The provider's auth_time, when sent, is when the person really authenticated: a token
+    # minted from an hour-old provider session is not a recent sign-in for high-risk actions.
+    _start_session(user, authenticated_at or now)
     session["id_token"] = token.get("id_token")
     return redirect(safe_next(target))
 
 
-def _start_session(user) -> None:
+def _start_session(user, signed_in_at=None) -> None:
     session.regenerate()  # a session id planted before sign-in is worthless after it
     login_user(user)
-    session[SIGNED_IN_AT_KEY] = utcnow().isoformat()
+    session[SIGNED_IN_AT_KEY] = (signed_in_at or utcnow()).isoformat()
 
 
 @bp.post("/logout")
@@ -180,21 +207,38 @@ def force_password_change():
         and current_user.must_change_password
         and request.endpoint not in ("auth.change_password", "auth.logout", "static", "core.set_locale")
     ):
-        return redirect(url_for("auth.change_password"))
+        target = url_for("auth.change_password")
+        if is_htmx():
+            # A 302 would swap the password page into the middle of another page.
+            response = make_response("", 403)
+            response.headers["HX-Redirect"] = target
+            return response
+        return redirect(target)
     return None
 
 
-@bp.app_errorhandler(ReauthenticationRequired)
-def reauthenticate(_error):
-    """High-risk actions need a fresh sign-in: send the person through it, then back."""
-    back = request.full_path.rstrip("?") if request.method == "GET" else urlsplit(request.referrer or "/").path
+def reauthenticate(next_url: str):
+    """The answer that sends the person through sign-in again, then back to `next_url`.
+
+    SSO users go to the provider with prompt=login and max_age=0 (and the callback insists on
+    a fresh auth_time); the break-glass account goes to the local form. htmx requests get an
+    HX-Redirect, never a page swapped into the current one. Views that catch
+    `ReauthenticationRequired` themselves return this; uncaught, the error handler below does."""
     if getattr(current_user, "is_local", False):
-        target = url_for("auth.local_login", next=safe_next(back))
+        target = url_for("auth.local_login", next=safe_next(next_url))
     else:
-        target = url_for("auth.sso", reauth=1, next=safe_next(back))
+        target = url_for("auth.sso", reauth=1, next=safe_next(next_url))
     if is_htmx():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = target
         return response
     flash(_("For this action, please confirm your identity by signing in again."), "warning")
     return redirect(target)
+
+
+@bp.app_errorhandler(ReauthenticationRequired)
+def on_reauthentication_required(_error):
+    """High-risk actions need a fresh sign-in: send the person through it, then back to the
+    page they were on (for a POST, the page the form was on)."""
+    back = request.full_path.rstrip("?") if request.method == "GET" else urlsplit(request.referrer or "/").path
+    return reauthenticate(back)

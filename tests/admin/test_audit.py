@@ -59,3 +59,70 @@ def test_the_app_has_no_route_that_changes_audit_events(app):
     for rule in app.url_map.iter_rules():
         if "audit" in rule.rule:
             assert rule.methods <= {"GET", "HEAD", "OPTIONS"}, rule
+
+
+def test_audit_date_filter_uses_the_days_people_see(app, client, login_as):
+    """20:00 UTC on 1 January is 04:00 on 2 January in Shanghai, where the table shows it."""
+    from datetime import UTC, datetime
+
+    login_as("administrator")
+    with app.app_context():
+        event = audit.record(None, "user.deactivated", "user:late-evening")
+        event.created_at = datetime(2026, 1, 1, 20, 0, tzinfo=UTC)
+        db.session.commit()
+    second = client.get("/admin/audit?from=2026-01-02&to=2026-01-02").get_data(as_text=True)
+    first = client.get("/admin/audit?from=2026-01-01&to=2026-01-01").get_data(as_text=True)
+    assert "user:late-evening" in second
+    assert "user:late-evening" not in first
+
+
+def test_audit_log_pages_through_many_events(app, client, login_as):
+    login_as("administrator")
+    with app.app_context():
+        for number in range(60):
+            audit.record(None, "user.deactivated", f"user:{number:03d}")
+        db.session.commit()
+    first = client.get("/admin/audit?action=user.deactivated").get_data(as_text=True)
+    second = client.get("/admin/audit?action=user.deactivated&page=2").get_data(as_text=True)
+    shown_first = {f"user:{n:03d}" for n in range(60) if f"user:{n:03d}<" in first}
+    shown_second = {f"user:{n:03d}" for n in range(60) if f"user:{n:03d}<" in second}
+    assert len(shown_first) == 50 and len(shown_second) == 10
+    assert not shown_first & shown_second
+
+
+def test_audit_csv_details_are_json(app, client, login_as):
+    import json
+
+    login_as("administrator")
+    add_events(app)
+    response = client.get("/admin/audit.csv?action=sign_in.failure")
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert json.loads(rows[1][4]) == {"reason": "no_access"}
+
+
+def test_audit_date_range_labels_are_dates_not_mail_fields_in_chinese(client, login_as):
+    login_as("administrator")
+    html = client.get("/admin/audit", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "起始日期" in html and "截止日期" in html
+    assert "发件人" not in html
+
+
+def test_audit_details_show_chinese_as_written_and_escape_markup(app, client, login_as):
+    login_as("administrator")
+    with app.app_context():
+        audit.record(None, "content.created", "asset:9", {"name": "春季新品<script>"})
+        db.session.commit()
+    html = client.get("/admin/audit").get_data(as_text=True)
+    assert "春季新品&lt;script&gt;" in html
+    assert "\\u6625" not in html and "春季新品<script>" not in html
+
+
+def test_audit_csv_neutralises_every_formula_prefix(app, client, login_as):
+    login_as("administrator")
+    with app.app_context():
+        for prefix in ("=", "+", "-", "@"):
+            audit.record(None, "user.deactivated", f"{prefix}cmd|' /C calc'!A0")
+        db.session.commit()
+    response = client.get("/admin/audit.csv?action=user.deactivated")
+    targets = [row[3] for row in list(csv.reader(io.StringIO(response.get_data(as_text=True))))[1:]]
+    assert sorted(targets) == sorted(f"'{p}cmd|' /C calc'!A0" for p in ("=", "+", "-", "@"))

@@ -91,3 +91,22 @@ def test_mapping_page_adds_and_removes(app, client, login_as):
         mapping_id = db.session.scalar(select(SsoGroupMapping.id))
     assert client.post(f"/admin/sso-mapping/{mapping_id}/delete").status_code == 303
     assert "crm-team" not in client.get("/admin/sso-mapping").get_data(as_text=True)
+
+
+def test_mapping_changes_are_on_record(app, client, login_as):
+    login_as("administrator")
+    client.post("/admin/sso-mapping", data={"group_name": "crm-team", "role": "reviewer"})
+    with app.app_context():
+        from portal.auth.models import SsoGroupMapping
+
+        mapping_id = db.session.scalar(select(SsoGroupMapping.id))
+    client.post(f"/admin/sso-mapping/{mapping_id}/delete")
+    with app.app_context():
+        events = [
+            (e.action, e.target, e.details.get("role"))
+            for e in db.session.scalars(select(AuditEvent).where(AuditEvent.action.like("sso_mapping.%")))
+        ]
+    assert events == [
+        ("sso_mapping.added", "group:crm-team", "reviewer"),
+        ("sso_mapping.removed", "group:crm-team", "reviewer"),
+    ]

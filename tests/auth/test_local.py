@@ -80,3 +80,12 @@ def test_sso_people_cannot_use_the_local_form(app, client, make_user):
     make_user("administrator", email="sso-admin@example.com")
     response = client.post("/auth/local", data={"email": "sso-admin@example.com", "password": "anything-long"})
     assert response.status_code == 422
+
+
+def test_forced_password_change_answers_htmx_with_a_redirect_header_not_a_page(app, client):
+    password = run_create_admin(app)
+    client.post("/auth/local", data={"email": "breakglass@example.com", "password": password})
+    response = client.get("/notifications", headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert response.headers["HX-Redirect"] == "/auth/password"
+    assert b"<html" not in response.data

@@ -40,3 +40,12 @@ def test_reauthentication_asks_the_provider_to_prompt_again(client):
     location = client.get("/auth/sso?reauth=1&next=/").headers["Location"]
     assert "prompt=login" in location
     assert "max_age=0" in location
+
+
+def test_reauthenticate_helper_answers_htmx_with_a_redirect_header(app):
+    from portal.auth.views import reauthenticate
+
+    with app.test_request_context("/campaigns/7/delete", method="POST", headers={"HX-Request": "true"}):
+        response = reauthenticate("/campaigns/7")
+    assert response.status_code == 200
+    assert response.headers["HX-Redirect"] == "/auth/sso?reauth=1&next=/campaigns/7"

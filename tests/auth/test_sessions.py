@@ -50,3 +50,28 @@ def test_purge_job_drops_expired_sessions(app, client, login_as):
         db.session.commit()
         assert purge_expired_sessions() == 1
         assert db.session.scalar(select(WebSession)) is None
+
+
+def test_session_cookie_is_secure_in_production(app_settings):
+    from portal import create_app
+
+    production = create_app(
+        {**app_settings, "PORTAL_ENV": "production", "SECRET_KEY": "a-private-random-value-for-this-test"}
+    )
+    client = production.test_client()
+    client.get("/auth/login")
+    cookie = client.get_cookie("session")
+    with production.app_context():
+        db.engine.dispose()
+    production.extensions["redis"].close()
+    assert cookie is not None and cookie.secure and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_next_paths_with_control_characters_are_not_followed(app):
+    from portal.auth.views import safe_next
+
+    with app.test_request_context():
+        # Browsers drop the tab, which would leave "//evil.example": off-site.
+        assert safe_next("/\t/evil.example") == "/"
+        assert safe_next("//evil.example") == "/"
+        assert safe_next("/content?page=2") == "/content?page=2"

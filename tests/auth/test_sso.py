@@ -193,3 +193,11 @@ def test_login_page_explains_the_demo_people_only_in_development(app, app_settin
         db.engine.dispose()
     dev.extensions["redis"].close()
     assert "manager@example.com" in html and "王经理" in html
+
+
+def test_sign_out_is_on_record(app, client, demo_mapping, sso_sign_in):
+    sso_sign_in("analyst@example.com")
+    client.post("/auth/logout")
+    with app.app_context():
+        event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "sign_out"))
+        assert event.actor_label == "analyst@example.com"
