@@ -34,8 +34,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks measure PostgreSQL; override BENCH_DATABASE_URL to point elsewhere (BENCH_ROWS=100000 for a quick run).
+BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: install
-	$(BIN)/python -m pytest tests/benchmarks -s -p no:cacheprovider $(PYTEST_ARGS)
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python -m pytest tests/benchmarks -s -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -46,8 +46,7 @@ class AudienceError(ValueError):
 def suppression_hash(kind: str, value: str) -> str:
     """Keyed hash of a normalised email or mobile: stays on the suppression list after the
     person's data is erased, without keeping the data itself."""
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(current_app.config["SECRET_KEY"].encode(), f"{kind}:{value}".encode(), hashlib.sha256).hex()
 
 
 def is_suppressed(email: str | None, mobile: str | None) -> bool:
