@@ -84,7 +84,7 @@ def test_segment_count_vs_handwritten_sql(app, make_user):
                                   created_at, updated_at)
             SELECT 'seg' || g || '@example.com', '客户' || g, '', (ARRAY['科技','零售','制造','金融'])[1 + g % 4],
                    (ARRAY['上海市','浙江省','江苏省','广东省','北京市','四川省','湖北省','福建省','山东省','安徽省'])[1 + g % 10],
-                   '', '', '{{}}', 40 + (g * 7919) % 60, 'new', false, '', false, '', now(), now()
+                   '', '', '{{}}', 40 + (g::bigint * 7919) % 60, 'new', false, '', false, '', now(), now()
             FROM generate_series(1, {ROWS}) AS g
         """))
         db.session.execute(text("INSERT INTO tags (name, description, created_at) VALUES ('高意向客户', '', now())"))
