@@ -549,3 +549,59 @@ def remove_link_rule(actor: User, rule_id: int) -> None:
     audit.record(actor, "content.link_rule_removed", f"domain:{rule.domain}", {"list": rule.kind})
     db.session.delete(rule)
     db.session.commit()
+
+
+# --- previews as real contacts ---------------------------------------------------------------
+
+
+def preview_variables_for_contact(contact_id: int) -> dict[str, Any] | None:
+    from portal.audience.models import Contact
+    from portal.delivery.render import CONTACT_FIELDS, contact_variables, sample_variables
+
+    contact = db.session.get(Contact, contact_id)
+    if contact is None:
+        return None
+    variables = sample_variables()
+    variables["contact"] = contact_variables({key: getattr(contact, key) for key in CONTACT_FIELDS})
+    return variables
+
+
+def recent_contacts_for_preview(limit: int = 10) -> list:
+    from portal.audience.models import Contact
+
+    return list(
+        db.session.scalars(
+            select(Contact)
+            .where(Contact.email.is_not(None), Contact.name != "")
+            .order_by(Contact.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def check_texts(version: AssetVersion) -> dict[str, str]:
+    """The texts the checks' positions refer to (the HTML body as its text content)."""
+    texts = version.fields()
+    texts["html_body"] = "".join(lint.html_facts(version.html_body).text)
+    return texts
+
+
+def highlight(text: str, findings: list[dict[str, Any]], field_name: str, context: int = 30) -> list[tuple[str, bool]]:
+    """The text around the findings cut into (piece, is_flagged) runs, for marking forbidden
+    words where they stand; `context` characters are kept on each side."""
+    spans = sorted(
+        (f["start"], f["end"]) for f in findings if f.get("field") == field_name and f.get("start") is not None
+    )
+    pieces, position = [], 0
+    for start, end in spans:
+        if start < position:
+            continue
+        pieces.append((text[position:start], False))
+        pieces.append((text[start:end], True))
+        position = end
+    pieces.append((text[position:], False))
+    if pieces and not pieces[0][1] and len(pieces[0][0]) > context:
+        pieces[0] = ("…" + pieces[0][0][-context:], False)
+    if pieces and not pieces[-1][1] and len(pieces[-1][0]) > context:
+        pieces[-1] = (pieces[-1][0][:context] + "…", False)
+    return [p for p in pieces if p[0]]

@@ -54,6 +54,7 @@ def content_labels():
         "content_kind_label": lambda k: KIND_LABELS.get(k, k),
         "finding_label": lambda f: FINDING_LABELS.get(f["code"], f["code"]),
         "thread_label": lambda k: THREAD_LABELS.get(k, k),
+        "highlight": service.highlight,
     }
 
 
@@ -119,13 +120,16 @@ def show(asset_id: int):
 
 
 def _preview(version_or_fields, sample: str, kind: str | None = None) -> dict:
-    """Render a version (or unsaved fields) as a sample contact; errors are shown, not raised."""
+    """Render a version (or unsaved fields) as a sample contact, or as a real one ("contact:<id>");
+    errors are shown, not raised."""
     fields = version_or_fields if isinstance(version_or_fields, dict) else version_or_fields.fields()
     kind = kind or version_or_fields.asset.kind
     result: dict = {"kind": kind, "error": None}
     try:
         compiled = service.compile_version(fields, kind)
         variables = sample_variables(sample)
+        if sample.startswith("contact:") and sample[8:].isdigit() and current_user.can(Permission.AUDIENCE_VIEW):
+            variables = service.preview_variables_for_contact(int(sample[8:])) or variables
         result["rendered"] = {name: template.render(variables) for name, template in compiled.items()}
     except (TemplateRefused, RenderLimitExceeded) as exc:
         result["error"] = str(exc)
@@ -158,25 +162,38 @@ def edit(version_id: int):
         except TemplateRefused as exc:
             form.errors.setdefault("template", []).append(str(exc))
             flash(_("Not saved: %(error)s", error=str(exc)), "error")
-            return render_template(
-                "content/edit.html", form=form, version=version, findings=findings, preview=_preview(version, "zh")
-            ), 422
+            return _edit_page(form, version, findings, 422)
         if request.form.get("action") == "submit":
             try:
                 service.submit_for_review(_actor(), version.id)
             except service.ChecksFailed as failed:
                 flash(_("Saved, but not submitted: fix the blocking problems first."), "error")
                 findings = [f.as_dict() for f in failed.findings]
-                return render_template(
-                    "content/edit.html", form=form, version=version, findings=findings, preview=_preview(version, "zh")
-                ), 422
+                return _edit_page(form, version, findings, 422)
             flash(_("Submitted for review."), "success")
             return redirect_after_post(url_for("content.show", asset_id=version.asset_id))
         flash(_("Draft saved."), "success")
         return redirect_after_post(url_for("content.edit", version_id=version.id))
+    return _edit_page(form, version, findings, 422 if form.is_submitted() else 200)
+
+
+def _edit_page(form: DraftForm, version, findings: list | None, status: int):
     return render_template(
-        "content/edit.html", form=form, version=version, findings=findings, preview=_preview(version, "zh")
-    ), 422 if form.is_submitted() else 200
+        "content/edit.html",
+        form=form,
+        version=version,
+        findings=findings,
+        preview=_preview(version, "zh"),
+        texts=service.check_texts(version),
+        contact_choices=_contact_choices(),
+    ), status
+
+
+def _contact_choices() -> list:
+    """A few real contacts to preview as (people who may see contacts only)."""
+    if not current_user.can(Permission.AUDIENCE_VIEW):
+        return []
+    return service.recent_contacts_for_preview()
 
 
 @bp.post("/versions/<int:version_id>/preview")
@@ -198,6 +215,7 @@ def live_preview(version_id: int):
         preview=_preview(fields, sample, version.asset.kind),
         sample=sample,
         live_url=url_for("content.live_preview", version_id=version.id),
+        contact_choices=_contact_choices(),
     )
 
 

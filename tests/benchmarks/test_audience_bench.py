@@ -41,8 +41,9 @@ def test_import_million_rows_vs_copy(app, worker_env, tmp_path, make_user):
             print("RESULT", seconds, job.rows, job.created, job.updated, job.unchanged, job.rejected,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     """)
-    output = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=worker_env, capture_output=True,
-                            text=True, check=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=worker_env, capture_output=True, text=True, check=True
+    ).stdout
     seconds, rows, created, updated, unchanged, rejected, rss_mb = output.split("RESULT")[1].split()
     seconds = float(seconds)
 
@@ -51,10 +52,15 @@ def test_import_million_rows_vs_copy(app, worker_env, tmp_path, make_user):
         raw = db.engine.raw_connection()
         try:
             cursor = raw.cursor()
-            cursor.execute("CREATE TEMP TABLE copy_bench (name text, email text, mobile text, company text, "
-                           "industry text, province text, city text, company_size text)")
+            cursor.execute(
+                "CREATE TEMP TABLE copy_bench (name text, email text, mobile text, company text, "
+                "industry text, province text, city text, company_size text)"
+            )
             started = time.perf_counter()
-            with open(path, "rb") as handle, cursor.copy("COPY copy_bench FROM STDIN WITH (FORMAT csv, HEADER)") as copy:
+            with (
+                open(path, "rb") as handle,
+                cursor.copy("COPY copy_bench FROM STDIN WITH (FORMAT csv, HEADER)") as copy,
+            ):
                 while chunk := handle.read(1 << 20):
                     copy.write(chunk)
             raw.commit()
@@ -78,27 +84,35 @@ def test_segment_count_vs_handwritten_sql(app, make_user):
 
     with app.app_context():
         # A million contacts, generated inside PostgreSQL, with a tag on one in five.
-        db.session.execute(text(f"""
+        db.session.execute(
+            text(f"""
             INSERT INTO contacts (email, name, company, industry, province, city, company_size, attributes, score,
                                   lifecycle_stage, unsubscribed, unsubscribe_reason, suppressed, suppression_reason,
                                   created_at, updated_at)
             SELECT 'seg' || g || '@example.com', '客户' || g, '', (ARRAY['科技','零售','制造','金融'])[1 + g % 4],
-                   (ARRAY['上海市','浙江省','江苏省','广东省','北京市','四川省','湖北省','福建省','山东省','安徽省'])[1 + g % 10],
+                   (ARRAY['上海市','浙江省','江苏省','广东省','北京市',
+                          '四川省','湖北省','福建省','山东省','安徽省'])[1 + g % 10],
                    '', '', '{{}}', 40 + (g::bigint * 7919) % 60, 'new', false, '', false, '', now(), now()
             FROM generate_series(1, {ROWS}) AS g
-        """))
+        """)
+        )
         db.session.execute(text("INSERT INTO tags (name, description, created_at) VALUES ('高意向客户', '', now())"))
-        db.session.execute(text("""
+        db.session.execute(
+            text("""
             INSERT INTO contact_tags (contact_id, tag_id, source, added_at)
             SELECT id, (SELECT id FROM tags WHERE name = '高意向客户'), 'bench', now() FROM contacts WHERE id % 5 = 0
-        """))
+        """)
+        )
         db.session.commit()
         db.session.execute(text("ANALYZE"))
-        rules = {"op": "and", "items": [
-            {"field": "region", "operator": "eq", "value": "华东"},
-            {"field": "tag", "operator": "has", "value": "高意向客户"},
-            {"field": "score", "operator": "gte", "value": 70},
-        ]}
+        rules = {
+            "op": "and",
+            "items": [
+                {"field": "region", "operator": "eq", "value": "华东"},
+                {"field": "tag", "operator": "has", "value": "高意向客户"},
+                {"field": "score", "operator": "gte", "value": 70},
+            ],
+        }
         handwritten = text("""
             SELECT count(*) FROM contacts c
             WHERE c.province IN ('上海市','江苏省','浙江省','安徽省','福建省','江西省','山东省','台湾省')

@@ -142,3 +142,38 @@ def test_word_list_is_managed_by_administrators(app, client, login_as):
     assert "秒杀" in client.get("/content/settings").get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(Asset)) is None
+
+
+def test_preview_as_a_real_contact(app, client, login_as, people, email_draft):
+    from portal.audience.models import Contact
+
+    login_as("operations_specialist")
+    with app.app_context():
+        contact = Contact(email="real@example.com", name="真实客户", company="华东制造")
+        db.session.add(contact)
+        db.session.commit()
+        contact_id = contact.id
+    html = client.post(
+        f"/content/versions/{email_draft}/preview",
+        data={
+            "subject": "{{ contact.name }}@{{ contact.company }}",
+            "html_body": GOOD_HTML,
+            "sample": f"contact:{contact_id}",
+        },
+    ).get_data(as_text=True)
+    assert "真实客户@华东制造" in html
+    assert f'value="contact:{contact_id}" selected' in html
+
+
+def test_forbidden_words_are_highlighted_where_they_stand(app, client, login_as):
+    login_as("operations_specialist")
+    edit_url = client.post("/content/new", data={"kind": "email", "name": "违规"}).headers["Location"]
+    form = {
+        "name": "违规",
+        "subject": "本季国家级新品",
+        "html_body": "<p>hi</p>",
+        "wecom_format": "text",
+        "action": "submit",
+    }
+    html = client.post(edit_url, data=form).get_data(as_text=True)
+    assert "本季<mark>国家级</mark>新品" in html
