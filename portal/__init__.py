@@ -92,9 +92,11 @@ def _register_models() -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.core.views import bp as core_bp
+    from portal.delivery.views import bp as delivery_bp
 
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
+    app.register_blueprint(delivery_bp)
     if app.config["OUTBOX_DIR"]:
         from portal.dev.views import bp as outbox_bp
 
