@@ -109,6 +109,17 @@ def classify_reply(code: int, text: str, *, stage: str = "rcpt") -> SendResult:
     return SendResult(Outcome.FAILED, **result)
 
 
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN when offered (one round trip, and a refusal is final), else smtplib's
+    choice, which tries the next mechanism after a refusal."""
+    smtp.ehlo_or_helo_if_needed()
+    if "PLAIN" in smtp.esmtp_features.get("auth", "").upper().split():
+        smtp.user, smtp.password = username, password
+        smtp.auth("PLAIN", smtp.auth_plain)
+    else:
+        smtp.login(username, password)
+
+
 def _decode(message: bytes | str) -> str:
     if isinstance(message, bytes):
         return message.decode("utf-8", "replace")
@@ -164,7 +175,7 @@ class SmtpSession:
                     smtp.starttls(context=self.ssl_context)
                     smtp.ehlo()
                 if s.username:
-                    smtp.login(s.username, s.password)
+                    _login(smtp, s.username, s.password)
             except BaseException:
                 smtp.close()
                 raise
