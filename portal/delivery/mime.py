@@ -21,6 +21,7 @@ base64 text).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -118,9 +119,12 @@ def _check_url(value: str) -> str:
     return value
 
 
-def _body(content: str) -> str:
-    content = content.replace("\r\n", "\n").replace("\r", "\n").replace("\n", CRLF)
-    return base64.encodebytes(content.encode("utf-8")).decode("ascii").replace("\n", CRLF)
+def _body(content: str) -> bytes:
+    """`content` with CRLF line ends, UTF-8, base64 in lines of 76 characters."""
+    if "\r" in content:
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_base64(content.replace("\n", CRLF).encode("utf-8"), newline=False)
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 class MessageSkeleton:
@@ -154,12 +158,12 @@ class MessageSkeleton:
         self._part_text = (
             f'--{self.boundary}{CRLF}Content-Type: text/plain; charset="utf-8"{CRLF}'
             f"Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        )
+        ).encode("ascii")
         self._part_html = (
             f'--{self.boundary}{CRLF}Content-Type: text/html; charset="utf-8"{CRLF}'
             f"Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        )
-        self._closing = f"--{self.boundary}--{CRLF}"
+        ).encode("ascii")
+        self._closing = f"--{self.boundary}--{CRLF}".encode("ascii")
 
     def build(
         self,
@@ -195,13 +199,21 @@ class MessageSkeleton:
                 head.append(f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}")
         if html is not None and text is not None:
             head.append(f"{self._alternative}{CRLF}{CRLF}")
-            head += [self._part_text, _body(text), self._part_html, _body(html), self._closing]
+            message = b"".join(
+                [
+                    "".join(head).encode("ascii"),
+                    self._part_text,
+                    _body(text),
+                    self._part_html,
+                    _body(html),
+                    self._closing,
+                ]
+            )
         else:
             kind, content = ("html", html) if html is not None else ("plain", text)
             head.append(f'Content-Type: text/{kind}; charset="utf-8"{CRLF}')
             head.append(f"Content-Transfer-Encoding: base64{CRLF}{CRLF}")
-            head.append(_body(content))  # type: ignore[arg-type]
-        message = "".join(head).encode("ascii")
+            message = "".join(head).encode("ascii") + _body(content)  # type: ignore[arg-type]
         if self.dkim is not None:
             message = self.dkim.sign(message)
         return message

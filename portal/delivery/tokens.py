@@ -145,6 +145,8 @@ class LinkTracker:
         self.base_url = base_url.rstrip("/")
         self._skip_prefixes = (self.base_url + "/u/", self.base_url + "/t/")
         self._link_tokens: dict[str, str] = {}
+        # href as written in the HTML -> its link token, or None for a link left alone.
+        self._href_tokens: dict[str, str | None] = {}
 
     def link_token(self, url: str) -> str:
         token = self._link_tokens.get(url)
@@ -174,14 +176,24 @@ class LinkTracker:
         prefix = f"{self.base_url}/t/c/{self.tokens.click_token(delivery_id, contact_id)}/"
         skip = self._skip_prefixes
 
+        known = self._href_tokens
+
         def replace(match: re.Match[str]) -> str:
             raw = match.group(2)
             if raw is None:
                 raw = match.group(3) if match.group(3) is not None else match.group(4)
-            url = html_lib.unescape(raw).strip()
-            if not _is_http(url) or url.startswith(skip) or url == unsubscribe_url:
+            token = known.get(raw, "")
+            if token == "":
+                url = (html_lib.unescape(raw) if "&" in raw else raw).strip()
+                if not _is_http(url) or url.startswith(skip) or url == unsubscribe_url:
+                    token = None
+                else:
+                    token = self.link_token(url)
+                if len(known) < self.MAX_CACHED_LINKS and url != unsubscribe_url:
+                    known[raw] = token
+            if token is None:
                 return match.group(0)
-            return f'{match.group(1)}"{prefix}{self.link_token(url)}"'
+            return f'{match.group(1)}"{prefix}{token}"'
 
         rewritten = _HREF.sub(replace, html)
         if not pixel:

@@ -46,14 +46,18 @@ class ScriptedHandler:
         "full": "552 5.2.2 Mailbox full",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = False) -> None:
         self.messages: list[dict] = []
         self.connections = 0
         self.dropped = False
+        self.pipelining = pipelining
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            # aiosmtpd reads commands from a stream, so pipelined commands simply queue up.
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -80,14 +84,15 @@ class ScriptedHandler:
         return "250 2.0.0 Ok: queued"
 
 
-@pytest.fixture
-def scripted_smtp():
-    """A real SMTP server on a free port with scripted replies (see `ScriptedHandler`)."""
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def scripted_smtp(request):
+    """A real SMTP server on a free port with scripted replies (see `ScriptedHandler`), once
+    without and once with PIPELINING (RFC 2920) offered."""
     from aiosmtpd.controller import Controller
 
     from tests.conftest import free_port
 
-    handler = ScriptedHandler()
+    handler = ScriptedHandler(pipelining=request.param)
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()

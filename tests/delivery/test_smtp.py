@@ -117,6 +117,31 @@ def test_mixed_replies_in_one_batch_each_get_their_treatment(scripted_smtp):
     assert scripted_smtp.connections == 1
 
 
+def test_pipelining_is_used_when_the_server_offers_it(scripted_smtp):
+    with session_for(scripted_smtp) as smtp:
+        assert smtp.send("m@example.com", "a@x.org", MESSAGE).ok
+        assert smtp._smtp.has_extn("pipelining") is scripted_smtp.pipelining
+
+
+def test_leading_dots_survive_the_transfer(scripted_smtp):
+    message = b"Subject: dots\r\n\r\n.first\r\n..second\r\n.\r\nlast\r\n"
+    with session_for(scripted_smtp) as smtp:
+        assert smtp.send("m@example.com", "a@x.org", message).ok
+    assert scripted_smtp.messages[0]["data"].replace(b"\r\n", b"\n") == message.replace(
+        b"\r\n", b"\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "recipient", ["a@x.org>\r\nRCPT TO:<b@x.org", "a@x.org\r\nDATA", "a b@x.org", "nobody"]
+)
+def test_a_recipient_that_could_inject_smtp_commands_is_never_sent(scripted_smtp, recipient):
+    with session_for(scripted_smtp) as smtp:
+        result = smtp.send("m@example.com", recipient, MESSAGE)
+    assert (result.outcome, result.detail) == (Outcome.HARD_BOUNCE, "invalid_address")
+    assert scripted_smtp.messages == []
+
+
 def test_a_refused_sender_pauses_the_campaign(scripted_smtp):
     with session_for(scripted_smtp) as smtp:
         result = smtp.send("rejected@example.com", "a@x.org", MESSAGE)
