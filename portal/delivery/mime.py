@@ -31,6 +31,7 @@ from email.utils import formatdate, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 CRLF = "\r\n"
 
@@ -105,6 +106,13 @@ def make_message_id(delivery_id: int | str, domain: str) -> str:
     """A Message-ID unique to one delivery (the random part keeps a retried message from
     colliding with a copy that got through)."""
     return f"<d{delivery_id}.{secrets.token_hex(6)}@{domain}>"
+
+
+def unsubscribe_mailto(address: str, token: str) -> str:
+    """The `mailto:` alternative of List-Unsubscribe (config `UNSUBSCRIBE_MAILTO`): the
+    token in the subject tells the mailbox's processor whom to unsubscribe."""
+    check_address(address)
+    return f"mailto:{address}?subject=unsubscribe%20{quote(token, safe='')}"
 
 
 def _check_message_id(value: str) -> str:

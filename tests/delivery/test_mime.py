@@ -11,7 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from portal.delivery.mime import DkimSigner, HeaderValueError, MessageSkeleton, make_message_id
+from portal.delivery.mime import (
+    DkimSigner,
+    HeaderValueError,
+    MessageSkeleton,
+    make_message_id,
+    unsubscribe_mailto,
+)
 
 UNSUB = "https://mkt.example.com/u/TOKEN"
 
@@ -82,6 +88,13 @@ def test_list_unsubscribe_headers_follow_rfc_8058():
         f"<{UNSUB}>, <mailto:unsubscribe@example.com?subject=unsubscribe>"
     )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_mailto_unsubscribe_carries_the_token_in_its_subject():
+    mailto = unsubscribe_mailto("unsubscribe@example.com", "WzEsMl0.abc-_")
+    assert mailto == "mailto:unsubscribe@example.com?subject=unsubscribe%20WzEsMl0.abc-_"
+    message = parse(build(unsubscribe_mailto=mailto))
+    assert message["List-Unsubscribe"] == f"<{UNSUB}>, <{mailto}>"
 
 
 def test_message_id_is_the_one_given():
