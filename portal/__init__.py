@@ -107,6 +107,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.content.views import bp as content_bp
     from portal.core.views import bp as core_bp
+    from portal.delivery.views import bp as delivery_bp
 
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
@@ -114,6 +115,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(content_bp, url_prefix="/content")
     app.register_blueprint(audience_bp, url_prefix="/audience")
     app.register_blueprint(api_bp)
+    app.register_blueprint(delivery_bp)
     if app.config["OUTBOX_DIR"]:
         from portal.dev.views import bp as outbox_bp
 

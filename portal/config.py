@@ -34,6 +34,14 @@ ENV_SETTINGS: dict[str, type] = {
     "AUDIT_RETENTION_DAYS": int,
     "RATELIMIT_STORAGE_URI": str,
     "SMS_OPT_OUT_TEXT": str,
+    "DKIM_PRIVATE_KEY_PATH": str,
+    "DKIM_SELECTOR": str,
+    "DKIM_DOMAIN": str,
+    "UNSUBSCRIBE_MAILTO": str,
+    "SMS_API_URL": str,
+    "SMS_API_SECRET": str,
+    "SMS_SIGN_NAME": str,
+    "WECOM_WEBHOOK_URL": str,
 }
 
 
@@ -61,6 +69,17 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": "",
         # Every marketing SMS must carry this opt-out instruction.
         "SMS_OPT_OUT_TEXT": "回T退订",
+        # DKIM signing of outgoing email when all three are set (PEM RSA key file).
+        "DKIM_PRIVATE_KEY_PATH": "",
+        "DKIM_SELECTOR": "",
+        "DKIM_DOMAIN": "",
+        # Address for List-Unsubscribe's mailto: alternative; empty = HTTPS one-click only.
+        "UNSUBSCRIBE_MAILTO": "",
+        # SMS gateway (HMAC-signed JSON) and WeCom group robot webhook; empty = channel off.
+        "SMS_API_URL": "",
+        "SMS_API_SECRET": "",
+        "SMS_SIGN_NAME": "",
+        "WECOM_WEBHOOK_URL": "",
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",

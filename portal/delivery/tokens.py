@@ -1,0 +1,210 @@
+"""Signed tracking tokens and the per-recipient link rewriting of an email's HTML.
+
+Every token is signed with SECRET_KEY and a salt of its own purpose, so a token made for one
+purpose is worthless for another:
+
+    open          (delivery id, contact id)          /t/o/<token>.gif
+    click         (delivery id, contact id)  +       /t/c/<recipient token>/<link token>
+    link          the destination URL, signed once per distinct URL of the approved
+                  version; a click only ever redirects to a URL we signed, so the click
+                  endpoint is no open redirect
+    unsubscribe   (delivery id, contact id)          /u/<token>
+    test unsub.   (test send id): shows the pages, unsubscribes nobody
+
+Until the deliveries ledger exists the delivery id may be None; the contact id is what the
+endpoints act on. Tokens do not expire: an unsubscribe link must keep working for years.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from typing import Any, NamedTuple
+
+from itsdangerous import BadData, URLSafeSerializer
+
+SALT_OPEN = "delivery.open"
+SALT_CLICK = "delivery.click"
+SALT_LINK = "delivery.link"
+SALT_UNSUBSCRIBE = "delivery.unsubscribe"
+SALT_UNSUBSCRIBE_TEST = "delivery.unsubscribe.test"
+
+
+class Recipient(NamedTuple):
+    delivery_id: int | None
+    contact_id: int
+
+
+class UnsubscribeTarget(NamedTuple):
+    delivery_id: int | None
+    contact_id: int | None
+    # A test send's link: the pages work, nobody is unsubscribed.
+    test_send_id: int | None = None
+
+    @property
+    def is_test(self) -> bool:
+        return self.test_send_id is not None
+
+
+def _ids(value: Any) -> Recipient | None:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and (value[0] is None or type(value[0]) is int)
+        and type(value[1]) is int
+    ):
+        return Recipient(value[0], value[1])
+    return None
+
+
+class TrackingTokens:
+    """Makes and reads the tokens; build one per process (see `tracking_tokens`)."""
+
+    def __init__(self, secret_key: str) -> None:
+        def serializer(salt: str) -> URLSafeSerializer:
+            return URLSafeSerializer(secret_key, salt=salt)
+
+        self._open = serializer(SALT_OPEN)
+        self._click = serializer(SALT_CLICK)
+        self._link = serializer(SALT_LINK)
+        self._unsubscribe = serializer(SALT_UNSUBSCRIBE)
+        self._unsubscribe_test = serializer(SALT_UNSUBSCRIBE_TEST)
+
+    # -- making -------------------------------------------------------------------------
+    def open_token(self, delivery_id: int | None, contact_id: int) -> str:
+        return self._open.dumps([delivery_id, contact_id])
+
+    def click_token(self, delivery_id: int | None, contact_id: int) -> str:
+        return self._click.dumps([delivery_id, contact_id])
+
+    def link_token(self, url: str) -> str:
+        return self._link.dumps(url)
+
+    def unsubscribe_token(self, delivery_id: int | None, contact_id: int) -> str:
+        return self._unsubscribe.dumps([delivery_id, contact_id])
+
+    def test_unsubscribe_token(self, test_send_id: int) -> str:
+        return self._unsubscribe_test.dumps(test_send_id)
+
+    # -- reading: None for anything not made by us for this purpose ------------------------
+    def read_open(self, token: str) -> Recipient | None:
+        return _ids(self._loads(self._open, token))
+
+    def read_click(self, click_token: str, link_token: str) -> tuple[Recipient, str] | None:
+        recipient = _ids(self._loads(self._click, click_token))
+        url = self._loads(self._link, link_token)
+        if recipient is None or not isinstance(url, str) or not _is_http(url):
+            return None
+        return recipient, url
+
+    def read_unsubscribe(self, token: str) -> UnsubscribeTarget | None:
+        recipient = _ids(self._loads(self._unsubscribe, token))
+        if recipient is not None:
+            return UnsubscribeTarget(recipient.delivery_id, recipient.contact_id)
+        test_send_id = self._loads(self._unsubscribe_test, token)
+        if type(test_send_id) is int:
+            return UnsubscribeTarget(None, None, test_send_id)
+        return None
+
+    @staticmethod
+    def _loads(serializer: URLSafeSerializer, token: str) -> Any:
+        try:
+            return serializer.loads(token)
+        except (BadData, ValueError, UnicodeError):
+            return None
+
+
+def tracking_tokens(app: Any) -> TrackingTokens:
+    """The app's `TrackingTokens`, made once per process from its SECRET_KEY."""
+    tokens = app.extensions.get("delivery.tokens")
+    if tokens is None:
+        tokens = app.extensions["delivery.tokens"] = TrackingTokens(app.config["SECRET_KEY"])
+    return tokens
+
+
+def _is_http(url: str) -> bool:
+    return url[:7].lower() == "http://" or url[:8].lower() == "https://"
+
+
+# The href of an <a> or <area> tag, double-, single- or un-quoted.
+_HREF = re.compile(
+    r"""(<(?:a|area)\b[^>]*?\shref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""",
+    re.IGNORECASE,
+)
+
+
+class LinkTracker:
+    """Rewrites an email's rendered HTML for one recipient: every http(s) link goes through
+    the click redirect and an open pixel is added. Make one per (step, version) and call
+    `rewrite` per recipient; link tokens are signed once per distinct URL."""
+
+    MAX_CACHED_LINKS = 10_000
+
+    def __init__(self, tokens: TrackingTokens, base_url: str) -> None:
+        self.tokens = tokens
+        self.base_url = base_url.rstrip("/")
+        self._skip_prefixes = (self.base_url + "/u/", self.base_url + "/t/")
+        self._link_tokens: dict[str, str] = {}
+        # href as written in the HTML -> its link token, or None for a link left alone.
+        self._href_tokens: dict[str, str | None] = {}
+
+    def link_token(self, url: str) -> str:
+        token = self._link_tokens.get(url)
+        if token is None:
+            token = self.tokens.link_token(url)
+            if len(self._link_tokens) < self.MAX_CACHED_LINKS:
+                self._link_tokens[url] = token
+        return token
+
+    def open_pixel_url(self, delivery_id: int | None, contact_id: int) -> str:
+        return f"{self.base_url}/t/o/{self.tokens.open_token(delivery_id, contact_id)}.gif"
+
+    def unsubscribe_url(self, delivery_id: int | None, contact_id: int) -> str:
+        return f"{self.base_url}/u/{self.tokens.unsubscribe_token(delivery_id, contact_id)}"
+
+    def rewrite(
+        self,
+        html: str,
+        delivery_id: int | None,
+        contact_id: int,
+        *,
+        unsubscribe_url: str = "",
+        pixel: bool = True,
+    ) -> str:
+        """`html` with tracked links (not mailto:, anchors, the unsubscribe link or our own
+        tracking URLs) and, unless `pixel` is False, the open pixel before `</body>`."""
+        prefix = f"{self.base_url}/t/c/{self.tokens.click_token(delivery_id, contact_id)}/"
+        skip = self._skip_prefixes
+
+        known = self._href_tokens
+
+        def replace(match: re.Match[str]) -> str:
+            raw = match.group(2)
+            if raw is None:
+                raw = match.group(3) if match.group(3) is not None else match.group(4)
+            token = known.get(raw, "")
+            if token == "":
+                url = (html_lib.unescape(raw) if "&" in raw else raw).strip()
+                if not _is_http(url) or url.startswith(skip) or url == unsubscribe_url:
+                    token = None
+                else:
+                    token = self.link_token(url)
+                if len(known) < self.MAX_CACHED_LINKS and url != unsubscribe_url:
+                    known[raw] = token
+            if token is None:
+                return match.group(0)
+            return f'{match.group(1)}"{prefix}{token}"'
+
+        rewritten = _HREF.sub(replace, html)
+        if not pixel:
+            return rewritten
+        image = (
+            f'<img src="{self.open_pixel_url(delivery_id, contact_id)}" width="1" height="1" '
+            'alt="" style="border:0;width:1px;height:1px">'
+        )
+        end = rewritten.rfind("</body>")
+        if end < 0:
+            end = rewritten.lower().rfind("</body>")
+        if end < 0:
+            return rewritten + image
+        return rewritten[:end] + image + rewritten[end:]

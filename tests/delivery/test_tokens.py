@@ -1,0 +1,105 @@
+"""Signed tracking tokens and the per-recipient link rewriting."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from portal.delivery.tokens import LinkTracker, Recipient, TrackingTokens
+
+BASE = "https://mkt.example.com"
+HTML = """<html><body>
+<a href="https://www.example.com/a?x=1&amp;y=2">A</a>
+<a class="cta" href='http://example.com/b'>B</a>
+<a href=https://example.com/c>C</a>
+<a href="mailto:sales@example.com">mail</a>
+<a href="#top">top</a>
+<a href="tel:+8613800138000">call</a>
+<a href="https://mkt.example.com/u/UNSUB">unsubscribe</a>
+<img src="https://cdn.example.com/logo.png">
+</body></html>"""
+
+
+@pytest.fixture
+def tokens():
+    return TrackingTokens("a-secret")
+
+
+def hrefs(html: str) -> list[str]:
+    return re.findall(r"""href=["']?([^"'\s>]+)""", html)
+
+
+def test_tokens_round_trip_for_each_purpose(tokens):
+    assert tokens.read_open(tokens.open_token(5, 9)) == Recipient(5, 9)
+    assert tokens.read_click(tokens.click_token(5, 9), tokens.link_token("https://e.com/")) == (
+        Recipient(5, 9),
+        "https://e.com/",
+    )
+    target = tokens.read_unsubscribe(tokens.unsubscribe_token(None, 9))
+    assert (target.delivery_id, target.contact_id, target.is_test) == (None, 9, False)
+    assert tokens.read_unsubscribe(tokens.test_unsubscribe_token(4)).is_test
+
+
+def test_a_token_is_worthless_for_another_purpose(tokens):
+    open_token = tokens.open_token(5, 9)
+    assert tokens.read_unsubscribe(open_token) is None
+    assert tokens.read_click(open_token, tokens.link_token("https://e.com/")) is None
+    assert tokens.read_open(tokens.unsubscribe_token(5, 9)) is None
+
+
+def test_a_token_signed_with_another_secret_is_refused(tokens):
+    assert tokens.read_open(TrackingTokens("other").open_token(5, 9)) is None
+
+
+def test_rewrite_sends_every_http_link_through_the_click_redirect(tokens):
+    html = LinkTracker(tokens, BASE).rewrite(HTML, 5, 9)
+    tracked = [h for h in hrefs(html) if h.startswith(f"{BASE}/t/c/")]
+    assert len(tracked) == 3
+    destinations = []
+    for href in tracked:
+        click, link = href[len(f"{BASE}/t/c/") :].split("/")
+        recipient, url = tokens.read_click(click, link)
+        assert recipient == Recipient(5, 9)
+        destinations.append(url)
+    # HTML entities are decoded: the redirect goes where the reader's browser would have gone.
+    assert destinations == [
+        "https://www.example.com/a?x=1&y=2",
+        "http://example.com/b",
+        "https://example.com/c",
+    ]
+
+
+def test_rewrite_leaves_mailto_anchors_phone_and_unsubscribe_links_alone(tokens):
+    html = LinkTracker(tokens, BASE).rewrite(HTML, 5, 9)
+    for untouched in ("mailto:sales@example.com", "#top", "tel:+8613800138000", f"{BASE}/u/UNSUB"):
+        assert f'href="{untouched}"' in html
+    assert 'src="https://cdn.example.com/logo.png"' in html
+
+
+def test_rewrite_leaves_the_given_unsubscribe_url_alone_wherever_it_points(tokens):
+    html = '<a href="https://other.example/unsub/1">u</a>'
+    out = LinkTracker(tokens, BASE).rewrite(html, 5, 9, unsubscribe_url="https://other.example/unsub/1", pixel=False)
+    assert out == html
+
+
+def test_rewrite_adds_the_open_pixel_before_the_body_end(tokens):
+    html = LinkTracker(tokens, BASE).rewrite(HTML, 5, 9)
+    pixel = re.search(r'<img src="([^"]+)" width="1" height="1"[^>]*></body>', html)
+    assert pixel is not None
+    token = pixel.group(1).removeprefix(f"{BASE}/t/o/").removesuffix(".gif")
+    assert tokens.read_open(token) == Recipient(5, 9)
+
+
+def test_rewrite_appends_the_pixel_when_there_is_no_body_tag(tokens):
+    html = LinkTracker(tokens, BASE).rewrite("<p>hi</p>", 5, 9)
+    assert html.startswith("<p>hi</p><img ")
+
+
+def test_each_recipient_gets_their_own_click_token(tokens):
+    tracker = LinkTracker(tokens, BASE)
+    first = hrefs(tracker.rewrite(HTML, 5, 9, pixel=False))[0]
+    second = hrefs(tracker.rewrite(HTML, 6, 10, pixel=False))[0]
+    assert first != second
+    # ... but the signed destination is shared (signed once per distinct URL).
+    assert first.rsplit("/", 1)[1] == second.rsplit("/", 1)[1]
