@@ -301,7 +301,7 @@ def segment_builder():
         rules = forms.edit_rules(rules, action)
     context = _builder_context(rules, request.form.get("name", ""))
     fragment = "audience/_segment_preview.html" if not action else "audience/_segment_builder.html"
-    return render_template(fragment, **context)
+    return render_template(fragment, **context, refresh_preview=bool(action))
 
 
 @bp.post("/segments/<int:segment_id>/export")

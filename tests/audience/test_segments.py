@@ -150,6 +150,12 @@ def test_builder_live_count_fragment(app, client, login_as, population):
         "/audience/segments/builder", data={**form, "action": "add_group:r"}, headers={"HX-Request": "true"}
     ).get_data(as_text=True)
     assert 'name="r.1.op"' in added
+    assert added.count('id="segment-count"') == 1  # the count beside it is refreshed out of band
+
+
+def test_builder_page_has_one_live_count(app, client, login_as, population):
+    login_as("marketing_manager")
+    assert client.get("/audience/segments/new").get_data(as_text=True).count('id="segment-count"') == 1
 
 
 def test_segment_is_saved_from_the_builder(app, client, login_as, population):
