@@ -45,3 +45,40 @@ def health(redis: Redis) -> dict[str, Any]:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         checks["workers"] = {"ok": False, "count": 0, "error": "redis unreachable"}
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+def overview(user) -> dict[str, Any]:
+    """The dashboard's figures, each only for people allowed to see its area."""
+    from sqlalchemy import func, select
+
+    from portal.audience.models import Contact, ContactTag, ImportJob, Tag
+    from portal.content.models import AssetVersion, VersionStatus
+
+    figures: dict[str, Any] = {}
+    if user.can(Permission.AUDIENCE_VIEW):
+        figures["contacts"] = db.session.scalar(select(func.count()).select_from(Contact)) or 0
+        figures["mqls"] = (
+            db.session.scalar(
+                select(func.count())
+                .select_from(ContactTag)
+                .join(Tag, Tag.id == ContactTag.tag_id)
+                .where(Tag.name == "MQL")
+            )
+            or 0
+        )
+        figures["recent_imports"] = list(db.session.scalars(select(ImportJob).order_by(ImportJob.id.desc()).limit(3)))
+    if user.can(Permission.CONTENT_VIEW):
+        figures["approved"] = (
+            db.session.scalar(
+                select(func.count()).select_from(AssetVersion).where(AssetVersion.status == VersionStatus.APPROVED)
+            )
+            or 0
+        )
+    if user.can(Permission.CONTENT_REVIEW) or user.can(Permission.CONTENT_EDIT):
+        figures["in_review"] = (
+            db.session.scalar(
+                select(func.count()).select_from(AssetVersion).where(AssetVersion.status == VersionStatus.IN_REVIEW)
+            )
+            or 0
+        )
+    return figures

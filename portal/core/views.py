@@ -19,7 +19,7 @@ bp = Blueprint("core", __name__)
 @bp.get("/")
 @require(Permission.DASHBOARD_VIEW)
 def dashboard():
-    return render_template("core/dashboard.html")
+    return render_template("core/dashboard.html", figures=service.overview(current_user))
 
 
 @bp.get("/healthz")

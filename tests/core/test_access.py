@@ -34,3 +34,20 @@ def test_dashboard_shows_only_the_navigation_the_role_may_use(client, login_as):
     html = client.get("/").get_data(as_text=True)
     assert 'href="/system"' not in html
     assert "/outbox" not in html
+
+
+def test_dashboard_figures_follow_the_roles(app, client, login_as, make_user):
+    from portal.audience.models import Contact
+    from portal.extensions import db
+
+    with app.app_context():
+        db.session.add_all([Contact(email="a@example.com"), Contact(email="b@example.com")])
+        db.session.commit()
+    login_as("marketing_manager")
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="kpi-contacts">2<' in html and 'id="kpi-in-review">0<' in html
+    analyst = app.test_client()
+    with analyst.session_transaction() as session:
+        session["_user_id"] = str(make_user("data_analyst"))
+    html = analyst.get("/").get_data(as_text=True)
+    assert "kpi-contacts" not in html and 'id="kpi-approved">0<' in html
