@@ -94,6 +94,7 @@ def _register_models() -> None:
     import portal.audience.models
     import portal.audit
     import portal.auth.models
+    import portal.campaigns.models
     import portal.content.models
     import portal.notify
     import portal.queue
@@ -105,6 +106,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.audience.api import bp as api_bp
     from portal.audience.views import bp as audience_bp
     from portal.auth.views import bp as auth_bp
+    from portal.campaigns.views import bp as campaigns_bp
     from portal.content.views import bp as content_bp
     from portal.core.views import bp as core_bp
     from portal.delivery.views import bp as delivery_bp
@@ -114,6 +116,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(content_bp, url_prefix="/content")
     app.register_blueprint(audience_bp, url_prefix="/audience")
+    app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
     app.register_blueprint(api_bp)
     app.register_blueprint(delivery_bp)
     if app.config["OUTBOX_DIR"]:

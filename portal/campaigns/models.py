@@ -1,0 +1,82 @@
+"""Campaigns: an audience, approved content, a schedule, and a flow of steps."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models_base import UTCDateTime, utcnow
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class StepKind(enum.StrEnum):
+    MESSAGE = "message"
+    DELAY = "delay"
+    BRANCH = "branch"
+    ACTION = "action"
+    EXIT = "exit"
+
+
+class Campaign(db.Model):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # The goal: a metric, a target and a horizon ("lead conversion +15 % in 30 days").
+    goal_metric: Mapped[str] = mapped_column(String(32), default="conversion_rate")
+    goal_target: Mapped[float] = mapped_column(default=0.0)
+    goal_days: Mapped[int] = mapped_column(Integer, default=30)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    # start: everyone in the segment when it starts; segment_enter: contacts entering later; event: on an event
+    entry_kind: Mapped[str] = mapped_column(String(16), default="start")
+    entry_event: Mapped[str] = mapped_column(String(32), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    window_start: Mapped[str] = mapped_column(String(5), default="09:00")
+    window_end: Mapped[str] = mapped_column(String(5), default="21:00")
+    throttle_per_minute: Mapped[int] = mapped_column(Integer, default=600)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    steps: Mapped[list[CampaignStep]] = relationship(
+        order_by="CampaignStep.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class CampaignStep(db.Model):
+    """One node of the flow. Steps on the main path have no parent; a branch's steps hang
+    under it with `branch` = "yes" or "no", ordered by `position` within their path."""
+
+    __tablename__ = "campaign_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_steps.id", ondelete="CASCADE"))
+    branch: Mapped[str | None] = mapped_column(String(3))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), default="")
+    content_version_id: Mapped[int | None] = mapped_column(ForeignKey("content_versions.id", ondelete="RESTRICT"))
+    # delay: {"days": 3, "hours": 0, "relative_to": "previous"|"entry"}
+    # branch: {"condition": "opened"|"clicked"|"clicked_link"|"form_submitted"|"score_gte",
+    #          "value": ..., "window_days": 3}
+    # action: {"type": "add_tag"|"remove_tag"|"notify_owner"|"change_score", "value": ...}
+    # exit: {"reason": "unsubscribed"|"converted"|"entered_segment", "value": ...}
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

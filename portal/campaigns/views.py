@@ -1,0 +1,199 @@
+"""Campaign pages: the list, settings, the flow (diagram and steps) and its validation."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy import select
+
+from portal.access import Permission, require
+from portal.audience.models import Segment
+from portal.campaigns import diagram, service
+from portal.campaigns.models import Campaign, CampaignStep
+from portal.content.models import Asset, AssetVersion, VersionStatus
+from portal.extensions import db
+from portal.htmx import redirect_after_post
+
+bp = Blueprint("campaigns", __name__)
+
+KIND_LABELS = {
+    "message": _l("Message"),
+    "delay": _l("Delay"),
+    "branch": _l("Branch"),
+    "action": _l("Action"),
+    "exit": _l("Exit"),
+}
+STATUS_LABELS = {
+    "draft": _l("Draft"),
+    "scheduled": _l("Scheduled"),
+    "running": _l("Running"),
+    "paused": _l("Paused"),
+    "completed": _l("Completed"),
+    "cancelled": _l("Cancelled"),
+}
+CONDITION_LABELS = {
+    "opened": _l("opened the previous message"),
+    "clicked": _l("clicked a link"),
+    "clicked_link": _l("clicked a specific link"),
+    "form_submitted": _l("submitted a form"),
+    "score_gte": _l("score at least"),
+}
+ACTION_LABELS = {
+    "add_tag": _l("add tag"),
+    "remove_tag": _l("remove tag"),
+    "notify_owner": _l("notify the owner"),
+    "change_score": _l("change score"),
+}
+
+
+def _actor():
+    return current_user._get_current_object()
+
+
+def step_label(step: CampaignStep) -> str:
+    config = step.config or {}
+    if step.kind == "message":
+        version = db.session.get(AssetVersion, step.content_version_id) if step.content_version_id else None
+        return f"✉ {version.asset.name} v{version.number}" if version else str(_("Message (no content)"))
+    if step.kind == "delay":
+        return str(_("Wait %(days)s d %(hours)s h", days=config.get("days", 0), hours=config.get("hours", 0)))
+    if step.kind == "branch":
+        return "◇ " + str(CONDITION_LABELS.get(config.get("condition"), _("Branch")))
+    if step.kind == "action":
+        return "⚙ " + str(ACTION_LABELS.get(config.get("type"), _("Action"))) + f" {config.get('value', '')}"
+    return "■ " + str(_("Exit"))
+
+
+@bp.app_context_processor
+def campaign_labels():
+    return {
+        "campaign_status_label": lambda s: STATUS_LABELS.get(s, s),
+        "step_kind_label": lambda k: KIND_LABELS.get(k, k),
+        "step_label": step_label,
+    }
+
+
+@bp.get("/")
+@require(Permission.CAMPAIGN_VIEW)
+def index():
+    campaigns = list(db.session.scalars(select(Campaign).order_by(Campaign.updated_at.desc())))
+    return render_template("campaigns/index.html", campaigns=campaigns)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@require(Permission.CAMPAIGN_EDIT)
+def new():
+    if request.method == "POST":
+        try:
+            campaign = service.create_campaign(_actor(), request.form.to_dict())
+        except service.CampaignError as exc:
+            flash(str(exc), "error")
+        else:
+            return redirect_after_post(url_for("campaigns.show", campaign_id=campaign.id))
+    return render_template("campaigns/new.html", segments=_segments()), 422 if request.method == "POST" else 200
+
+
+def _segments() -> list[Segment]:
+    return list(db.session.scalars(select(Segment).order_by(Segment.name)))
+
+
+def _approved_versions() -> list[AssetVersion]:
+    return list(
+        db.session.scalars(
+            select(AssetVersion).join(Asset).where(AssetVersion.status == VersionStatus.APPROVED).order_by(Asset.name)
+        )
+    )
+
+
+@bp.get("/<int:campaign_id>")
+@require(Permission.CAMPAIGN_VIEW)
+def show(campaign_id: int):
+    campaign = db.session.get(Campaign, campaign_id) or abort(404)
+    svg = diagram.flow_svg(campaign, step_label, campaign.name, (str(_("yes")), str(_("no"))))
+    return render_template(
+        "campaigns/show.html",
+        campaign=campaign,
+        diagram=Markup(svg),  # noqa: S704 - diagram.flow_svg escapes every piece of text
+        problems=service.validate(campaign.id),
+        segments=_segments(),
+        versions=_approved_versions(),
+        branches=[s for s in campaign.steps if s.kind == "branch"],
+        conditions=CONDITION_LABELS,
+        actions=ACTION_LABELS,
+        kinds=KIND_LABELS,
+        metrics=service.GOAL_METRICS,
+    )
+
+
+@bp.post("/<int:campaign_id>/settings")
+@require(Permission.CAMPAIGN_EDIT)
+def settings(campaign_id: int):
+    try:
+        service.update_settings(_actor(), campaign_id, request.form.to_dict())
+        flash(_("Campaign saved."), "success")
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+def _int(name: str, default: int = 0) -> int:
+    try:
+        return int(request.form.get(name, default) or default)
+    except ValueError:
+        return default
+
+
+@bp.post("/<int:campaign_id>/steps")
+@require(Permission.CAMPAIGN_EDIT)
+def add_step(campaign_id: int):
+    form = request.form
+    kind = form.get("kind", "")
+    config: dict = {}
+    if kind == "delay":
+        config = {"days": _int("days"), "hours": _int("hours"), "relative_to": form.get("relative_to", "previous")}
+    elif kind == "branch":
+        config = {
+            "condition": form.get("condition", ""),
+            "value": form.get("value", ""),
+            "window_days": _int("window_days", 3),
+        }
+    elif kind == "action":
+        config = {"type": form.get("action_type", ""), "value": form.get("value", "")}
+    elif kind == "exit":
+        config = {"reason": form.get("reason", "converted"), "value": form.get("value", "")}
+    parent = form.get("parent", "")
+    parent_id, branch = (int(parent.split(":")[0]), parent.split(":")[1]) if ":" in parent else (None, None)
+    version_id = _int("content_version_id") or None
+    channel = ""
+    if version_id:
+        version = db.session.get(AssetVersion, version_id)
+        channel = version.asset.kind if version else ""
+    try:
+        service.add_step(
+            _actor(),
+            campaign_id,
+            kind,
+            config,
+            parent_id=parent_id,
+            branch=branch,
+            channel=channel,
+            content_version_id=version_id,
+        )
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/steps/<int:step_id>/delete")
+@require(Permission.CAMPAIGN_EDIT)
+def remove_step(step_id: int):
+    step = db.session.get(CampaignStep, step_id) or abort(404)
+    campaign_id = step.campaign_id
+    try:
+        service.remove_step(_actor(), step_id)
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
