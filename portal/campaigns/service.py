@@ -163,6 +163,21 @@ def path(campaign: Campaign, parent_id: int | None = None, branch: str | None = 
     return [s for s in campaign.steps if s.parent_id == parent_id and s.branch == branch]
 
 
+def in_flow_order(campaign: Campaign) -> list[CampaignStep]:
+    """Steps as the flow reads: the main path, each branch followed by its yes then no path."""
+    ordered: list[CampaignStep] = []
+
+    def walk(parent_id: int | None, branch: str | None) -> None:
+        for step in path(campaign, parent_id, branch):
+            ordered.append(step)
+            if step.kind == StepKind.BRANCH:
+                walk(step.id, "yes")
+                walk(step.id, "no")
+
+    walk(None, None)
+    return ordered
+
+
 def validate(campaign_id: int) -> list[Problem]:
     """Everything that stops this campaign from being scheduled, all at once."""
     from portal.audience.segments import SegmentRuleError, count_segment

@@ -118,6 +118,7 @@ def show(campaign_id: int):
         campaign=campaign,
         diagram=Markup(svg),  # noqa: S704 - diagram.flow_svg escapes every piece of text
         problems=service.validate(campaign.id),
+        steps=service.in_flow_order(campaign),
         segments=_segments(),
         versions=_approved_versions(),
         branches=[s for s in campaign.steps if s.kind == "branch"],

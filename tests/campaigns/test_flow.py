@@ -65,6 +65,15 @@ def test_lead_nurturing_sequence_with_a_click_branch_is_valid(app, setup):
             content_version_id=setup["approved"],
         )
         assert service.validate(campaign.id) == []
+        order = [(s.kind, s.branch) for s in service.in_flow_order(db.session.get(Campaign, campaign.id))]
+        assert order == [
+            ("message", None),
+            ("delay", None),
+            ("branch", None),
+            ("action", "yes"),
+            ("delay", "no"),
+            ("message", "no"),
+        ]
         svg = diagram.flow_svg(db.session.get(Campaign, campaign.id), lambda s: s.kind, "线索培育")
         assert svg.count("<rect") == 6 and "<script" not in svg and "线索培育" in svg
 
