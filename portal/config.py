@@ -34,6 +34,7 @@ ENV_SETTINGS: dict[str, type] = {
     "AUDIT_RETENTION_DAYS": int,
     "RATELIMIT_STORAGE_URI": str,
     "SMS_OPT_OUT_TEXT": str,
+    "COMPANY_EMAIL_DOMAINS": str,
     "DKIM_PRIVATE_KEY_PATH": str,
     "DKIM_SELECTOR": str,
     "DKIM_DOMAIN": str,
@@ -69,6 +70,8 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": "",
         # Every marketing SMS must carry this opt-out instruction.
         "SMS_OPT_OUT_TEXT": "回T退订",
+        # Test sends go only to addresses at these domains (comma separated).
+        "COMPANY_EMAIL_DOMAINS": "example.com",
         # DKIM signing of outgoing email when all three are set (PEM RSA key file).
         "DKIM_PRIVATE_KEY_PATH": "",
         "DKIM_SELECTOR": "",

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal.access import Permission, require
 from portal.audience.models import Segment
-from portal.campaigns import diagram, service
+from portal.campaigns import diagram, publishing, service
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.content.models import Asset, AssetVersion, VersionStatus
 from portal.extensions import db
@@ -118,6 +118,10 @@ def show(campaign_id: int):
         campaign=campaign,
         diagram=Markup(svg),  # noqa: S704 - diagram.flow_svg escapes every piece of text
         problems=service.validate(campaign.id),
+        untested=publishing.untested_steps(campaign),
+        audience=publishing.audience_preview(campaign),
+        test_addresses=publishing.test_addresses(current_user.id),
+        history=publishing.test_history(campaign.id),
         steps=service.in_flow_order(campaign),
         segments=_segments(),
         versions=_approved_versions(),
@@ -195,6 +199,63 @@ def remove_step(step_id: int):
     campaign_id = step.campaign_id
     try:
         service.remove_step(_actor(), step_id)
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/test-addresses")
+@require(Permission.CAMPAIGN_TEST_SEND)
+def add_test_address():
+    try:
+        publishing.add_test_address(_actor(), request.form.get("address", ""))
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(request.form.get("back") or url_for("campaigns.index"))
+
+
+@bp.post("/test-addresses/<int:address_id>/delete")
+@require(Permission.CAMPAIGN_TEST_SEND)
+def remove_test_address(address_id: int):
+    try:
+        publishing.remove_test_address(_actor(), address_id)
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(request.form.get("back") or url_for("campaigns.index"))
+
+
+@bp.post("/<int:campaign_id>/test-send")
+@require(Permission.CAMPAIGN_TEST_SEND)
+def test_send(campaign_id: int):
+    step_ids = [int(v) for v in request.form.getlist("step") if v.isdigit()]
+    contact_id = _int("contact_id") or None
+    try:
+        run = publishing.start_test_send(_actor(), campaign_id, step_ids, contact_id)
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+        return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+    flash(_("Test send queued; the history below shows what was sent to whom."), "success")
+    return redirect_after_post(url_for("core.job_status", job_run_id=run.id))
+
+
+@bp.post("/<int:campaign_id>/publish")
+@require(Permission.CAMPAIGN_PUBLISH)
+def publish(campaign_id: int):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    raw = request.form.get("start_at", "")
+    start_at = None
+    if raw:
+        campaign = db.session.get(Campaign, campaign_id) or abort(404)
+        try:
+            start_at = datetime.fromisoformat(raw).replace(tzinfo=ZoneInfo(campaign.timezone))
+        except ValueError:
+            flash(_("The start time is not a date and time."), "error")
+            return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+    try:
+        publishing.publish(_actor(), campaign_id, start_at)
+        flash(_("Published."), "success")
     except service.CampaignError as exc:
         flash(str(exc), "error")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))

@@ -1,0 +1,187 @@
+"""Test sends, the audience preview, and the publish gate.
+
+A campaign is published only by someone holding campaign.publish, when it validates, and
+when every message step has had a successful test send of its current content made after
+the step last changed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import exists, func, not_, select
+
+from portal import audit
+from portal.access import Permission
+from portal.audience import normalise
+from portal.audience.models import ConsentStatus, Contact, ContactConsent
+from portal.audience.segments import segment_query
+from portal.campaigns.models import Campaign, CampaignStatus, CampaignStep, StepKind, TestAddress, TestSend
+from portal.campaigns.service import CampaignError, get, validate
+from portal.extensions import db
+from portal.models_base import utcnow
+from portal.queue import JobRun, enqueue
+
+
+def company_domains() -> list[str]:
+    return [d.strip().lower() for d in current_app.config["COMPANY_EMAIL_DOMAINS"].split(",") if d.strip()]
+
+
+def add_test_address(actor: Any, raw: str) -> TestAddress:
+    try:
+        address = normalise.email(raw)
+    except normalise.InvalidValue as exc:
+        raise CampaignError(str(exc)) from exc
+    if not address or address.rsplit("@", 1)[1] not in company_domains():
+        raise CampaignError(f"Test addresses must be at a company domain: {', '.join(company_domains())}")
+    row = db.session.scalar(select(TestAddress).where(TestAddress.user_id == actor.id, TestAddress.value == address))
+    if row is None:
+        row = TestAddress(user_id=actor.id, value=address)
+        db.session.add(row)
+        audit.record(actor, "test_address.added", f"user:{actor.id}", {"address": address})
+        db.session.commit()
+    return row
+
+
+def remove_test_address(actor: Any, address_id: int) -> None:
+    row = db.session.get(TestAddress, address_id)
+    if row is None or row.user_id != actor.id:
+        raise CampaignError("No such test address.")
+    audit.record(actor, "test_address.removed", f"user:{actor.id}", {"address": row.value})
+    db.session.delete(row)
+    db.session.commit()
+
+
+def test_addresses(user_id: int) -> list[TestAddress]:
+    return list(db.session.scalars(select(TestAddress).where(TestAddress.user_id == user_id).order_by(TestAddress.id)))
+
+
+def start_test_send(actor: Any, campaign_id: int, step_ids: list[int], contact_id: int | None = None) -> JobRun:
+    """Queue test messages of the chosen message steps to each of the actor's test addresses;
+    a worker sends them through the real channel."""
+    if not actor.can(Permission.CAMPAIGN_TEST_SEND):
+        raise CampaignError("You may not make test sends.")
+    campaign = get(campaign_id)
+    addresses = test_addresses(actor.id)
+    if not addresses:
+        raise CampaignError("Add a test address first.")
+    steps = [s for s in campaign.steps if s.id in set(step_ids) and s.kind == StepKind.MESSAGE]
+    if not steps:
+        raise CampaignError("Choose at least one message step.")
+    for step in steps:
+        if step.content_version_id is None:
+            raise CampaignError(f"Step #{step.id} has no content.")
+        if step.channel and step.channel != "email":
+            raise CampaignError(f"Step #{step.id}: test sends of {step.channel} messages need that channel configured.")
+    rows = [
+        TestSend(
+            campaign_id=campaign.id,
+            step_id=step.id,
+            content_version_id=step.content_version_id,
+            requested_by_id=actor.id,
+            recipient=address.value,
+            contact_id=contact_id,
+        )
+        for step in steps
+        for address in addresses
+    ]
+    db.session.add_all(rows)
+    db.session.flush()
+    audit.record(
+        actor,
+        "campaign.test_send",
+        f"campaign:{campaign.id}",
+        {"steps": [s.id for s in steps], "to": [a.value for a in addresses], "contact": contact_id},
+    )
+    db.session.commit()
+    run = enqueue(
+        "jobs.sending.send_test_messages",
+        [r.id for r in rows],
+        kind="test_send",
+        actor=actor,
+        queue="sending",
+        timeout=300,
+        retries=2,
+    )
+    for row in rows:
+        row.job_run_id = run.id
+    db.session.commit()
+    return run
+
+
+def test_history(campaign_id: int) -> list[TestSend]:
+    return list(
+        db.session.scalars(
+            select(TestSend).where(TestSend.campaign_id == campaign_id).order_by(TestSend.id.desc()).limit(50)
+        )
+    )
+
+
+def untested_steps(campaign: Campaign) -> list[CampaignStep]:
+    """Message steps without a successful test send of their current content since they last changed."""
+    missing = []
+    for step in campaign.steps:
+        if step.kind != StepKind.MESSAGE:
+            continue
+        proven = db.session.scalar(
+            select(TestSend.id)
+            .where(
+                TestSend.step_id == step.id,
+                TestSend.status == "sent",
+                TestSend.content_version_id == step.content_version_id,
+                TestSend.created_at >= step.updated_at,
+            )
+            .limit(1)
+        )
+        if proven is None:
+            missing.append(step)
+    return missing
+
+
+def audience_preview(campaign: Campaign, channel: str = "email") -> dict[str, int]:
+    """How many contacts would enter, and how many are left out and why."""
+    if campaign.segment_id is None:
+        return {"segment": 0, "no_consent": 0, "unsubscribed": 0, "suppressed": 0, "entering": 0}
+    members = segment_query(campaign.segment_id).subquery()
+    consented = exists().where(
+        ContactConsent.contact_id == Contact.id,
+        ContactConsent.channel == channel,
+        ContactConsent.status == ConsentStatus.GRANTED,
+    )
+    in_segment = Contact.id.in_(select(members.c.id))
+
+    def count(*conditions) -> int:
+        return db.session.scalar(select(func.count()).select_from(Contact).where(in_segment, *conditions)) or 0
+
+    return {
+        "segment": count(),
+        "suppressed": count(Contact.suppressed.is_(True)),
+        "unsubscribed": count(Contact.unsubscribed.is_(True), Contact.suppressed.is_(False)),
+        "no_consent": count(not_(consented), Contact.unsubscribed.is_(False), Contact.suppressed.is_(False)),
+        "entering": count(consented, Contact.unsubscribed.is_(False), Contact.suppressed.is_(False)),
+    }
+
+
+def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> Campaign:
+    """The publish gate. Every refusal says everything that is missing."""
+    if not actor.can(Permission.CAMPAIGN_PUBLISH):
+        raise CampaignError("Publishing needs the campaign.publish permission.")
+    campaign = get(campaign_id)
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+        raise CampaignError("Only a draft or paused campaign can be published.")
+    reasons = [p.message for p in validate(campaign.id)]
+    reasons += [f"Step #{s.id} needs a successful test send of its current content." for s in untested_steps(campaign)]
+    if reasons:
+        raise CampaignError(" ".join(reasons))
+    now = utcnow()
+    campaign.scheduled_at = start_at if start_at and start_at > now else now
+    campaign.status = CampaignStatus.SCHEDULED
+    audit.record(
+        actor,
+        "campaign.published",
+        f"campaign:{campaign.id}",
+        {"start_at": campaign.scheduled_at.isoformat(), "audience": audience_preview(campaign)},
+    )
+    db.session.commit()
+    return campaign

@@ -1,0 +1,135 @@
+"""Test sends through a real worker and SMTP server, the audience preview, the publish gate."""
+
+import email
+import email.policy
+import time
+
+import pytest
+from sqlalchemy import select
+
+from portal.auth.models import User
+from portal.campaigns import publishing, service
+from portal.campaigns.models import Campaign, TestSend
+from portal.extensions import db
+from tests.campaigns.test_flow import setup  # noqa: F401 - the shared fixture
+
+
+def user(user_id):
+    return db.session.get(User, user_id)
+
+
+@pytest.fixture
+def campaign(app, setup):  # noqa: F811
+    with app.app_context():
+        actor = user(setup["manager"])
+        campaign = service.create_campaign(actor, {"name": "新品邀请", "segment_id": setup["segment"]})
+        step = service.add_step(actor, campaign.id, "message", channel="email", content_version_id=setup["approved"])
+        return {"id": campaign.id, "step": step.id, **setup}
+
+
+def wait_for(app, predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            if predicate():
+                return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_test_addresses_are_limited_to_company_domains(app, campaign):
+    with app.app_context():
+        actor = user(campaign["manager"])
+        with pytest.raises(service.CampaignError, match="company domain"):
+            publishing.add_test_address(actor, "me@gmail.com")
+        assert publishing.add_test_address(actor, "Me@Example.com").value == "me@example.com"
+
+
+def test_test_send_goes_through_the_worker_and_the_smtp_server(app, campaign, smtp, start_worker):
+    with app.app_context():
+        actor = user(campaign["manager"])
+        publishing.add_test_address(actor, "wang@example.com")
+        publishing.start_test_send(actor, campaign["id"], [campaign["step"]])
+    start_worker()
+    wait_for(app, lambda: db.session.scalar(select(TestSend.status)) == "sent")
+    assert len(smtp.messages) == 1
+    received = smtp.messages[0]
+    assert received["to"] == ["wang@example.com"]
+    message = email.message_from_bytes(received["data"], policy=email.policy.default)
+    assert message["Subject"] == "[TEST] 欢迎"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = message.get_body(("html",)).get_content()
+    assert "王小明" in html  # the sample contact
+    with app.app_context():
+        row = db.session.scalar(select(TestSend))
+        assert row.recipient == "wang@example.com" and row.subject == "[TEST] 欢迎"
+
+
+def test_publish_needs_a_fresh_test_send_of_every_message_step(app, campaign):
+    with app.app_context():
+        actor = user(campaign["manager"])
+        with pytest.raises(service.CampaignError, match="test send"):
+            publishing.publish(actor, campaign["id"])
+        db.session.add(
+            TestSend(
+                campaign_id=campaign["id"],
+                step_id=campaign["step"],
+                status="sent",
+                content_version_id=campaign["approved"],
+                recipient="wang@example.com",
+            )
+        )
+        db.session.commit()
+        # Changing the step after the test makes the test stale.
+        step = db.session.get(Campaign, campaign["id"]).steps[0]
+        step.config = {"note": "changed"}
+        db.session.commit()
+        with pytest.raises(service.CampaignError, match="test send"):
+            publishing.publish(actor, campaign["id"])
+        db.session.add(
+            TestSend(
+                campaign_id=campaign["id"],
+                step_id=campaign["step"],
+                status="sent",
+                content_version_id=campaign["approved"],
+                recipient="wang@example.com",
+            )
+        )
+        db.session.commit()
+        published = publishing.publish(actor, campaign["id"])
+        assert published.status == "scheduled"
+
+
+def test_publishing_needs_the_permission(app, campaign, make_user, client, login_as):
+    with app.app_context():
+        ops = user(make_user("operations_specialist"))
+        with pytest.raises(service.CampaignError, match="permission"):
+            publishing.publish(ops, campaign["id"])
+    login_as("operations_specialist")
+    assert client.post(f"/campaigns/{campaign['id']}/publish").status_code == 403
+
+
+def test_audience_preview_counts_who_enters_and_who_is_left_out(app, campaign):
+    from portal.audience.models import Contact, ContactConsent
+
+    with app.app_context():
+        for n, (consent, unsubscribed, suppressed) in enumerate(
+            [
+                ("granted", False, False),
+                ("granted", False, False),
+                (None, False, False),
+                ("granted", True, False),
+                ("granted", False, True),
+            ]
+        ):
+            contact = Contact(
+                email=f"p{n}@example.com", province="上海市", unsubscribed=unsubscribed, suppressed=suppressed
+            )
+            db.session.add(contact)
+            db.session.flush()
+            if consent:
+                db.session.add(ContactConsent(contact_id=contact.id, channel="email", status=consent))
+        db.session.commit()
+        preview = publishing.audience_preview(db.session.get(Campaign, campaign["id"]))
+    # The fixture's own contact (c@example.com, 上海, no consent) is in the segment too.
+    assert preview == {"segment": 6, "suppressed": 1, "unsubscribed": 1, "no_consent": 2, "entering": 2}
