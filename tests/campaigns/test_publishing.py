@@ -11,7 +11,6 @@ from portal.auth.models import User
 from portal.campaigns import publishing, service
 from portal.campaigns.models import Campaign, TestSend
 from portal.extensions import db
-from tests.campaigns.test_flow import setup  # noqa: F401 - the shared fixture
 
 
 def user(user_id):
@@ -19,7 +18,7 @@ def user(user_id):
 
 
 @pytest.fixture
-def campaign(app, setup):  # noqa: F811
+def campaign(app, setup):
     with app.app_context():
         actor = user(setup["manager"])
         campaign = service.create_campaign(actor, {"name": "新品邀请", "segment_id": setup["segment"]})
