@@ -185,3 +185,30 @@ def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> C
     )
     db.session.commit()
     return campaign
+
+
+# Which status each action leads from and to.
+TRANSITIONS = {
+    "pause": ((CampaignStatus.SCHEDULED, CampaignStatus.RUNNING), CampaignStatus.PAUSED),
+    "cancel": (
+        (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED),
+        CampaignStatus.CANCELLED,
+    ),
+}
+
+
+def change_status(actor: Any, campaign_id: int, action: str) -> Campaign:
+    """Pause or cancel (resuming a paused campaign goes through the publish gate again)."""
+    if action not in TRANSITIONS:
+        raise CampaignError("Unknown action.")
+    if not actor.can(Permission.CAMPAIGN_EXECUTE):
+        raise CampaignError("You may not run campaigns.")
+    campaign = get(campaign_id)
+    sources, target = TRANSITIONS[action]
+    if campaign.status not in sources:
+        raise CampaignError(f"A {campaign.status} campaign cannot be {target}.")
+    before = campaign.status
+    campaign.status = target
+    audit.record(actor, f"campaign.{action}", f"campaign:{campaign.id}", {"from": before, "to": target})
+    db.session.commit()
+    return campaign

@@ -259,3 +259,13 @@ def publish(campaign_id: int):
     except service.CampaignError as exc:
         flash(str(exc), "error")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/status")
+@require(Permission.CAMPAIGN_EXECUTE)
+def change_status(campaign_id: int):
+    try:
+        publishing.change_status(_actor(), campaign_id, request.form.get("action", ""))
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))

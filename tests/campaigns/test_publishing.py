@@ -132,3 +132,26 @@ def test_audience_preview_counts_who_enters_and_who_is_left_out(app, campaign):
         preview = publishing.audience_preview(db.session.get(Campaign, campaign["id"]))
     # The fixture's own contact (c@example.com, 上海, no consent) is in the segment too.
     assert preview == {"segment": 6, "suppressed": 1, "unsubscribed": 1, "no_consent": 2, "entering": 2}
+
+
+def test_pause_then_cancel_and_nothing_after_cancel(app, campaign):
+    with app.app_context():
+        actor = user(campaign["manager"])
+        db.session.add(
+            TestSend(
+                campaign_id=campaign["id"],
+                step_id=campaign["step"],
+                status="sent",
+                content_version_id=campaign["approved"],
+                recipient="wang@example.com",
+            )
+        )
+        db.session.commit()
+        publishing.publish(actor, campaign["id"])
+        assert publishing.change_status(actor, campaign["id"], "pause").status == "paused"
+        assert publishing.publish(actor, campaign["id"]).status == "scheduled"  # resume: through the gate
+        assert publishing.change_status(actor, campaign["id"], "cancel").status == "cancelled"
+        with pytest.raises(service.CampaignError):
+            publishing.change_status(actor, campaign["id"], "pause")
+        with pytest.raises(service.CampaignError):
+            publishing.publish(actor, campaign["id"])
