@@ -163,6 +163,80 @@ def path(campaign: Campaign, parent_id: int | None = None, branch: str | None = 
     return [s for s in campaign.steps if s.parent_id == parent_id and s.branch == branch]
 
 
+AB_METRICS = ("opens", "clicks")
+
+
+def _ab_problems(step: CampaignStep) -> list[Problem]:
+    """An A/B test: a second approved version of the same channel, a test share, a window, a metric."""
+    from portal.content.models import AssetVersion, VersionStatus
+
+    ab = (step.config or {}).get("ab")
+    if not ab:
+        return []
+    problems = []
+    other = db.session.get(AssetVersion, ab.get("version_b")) if ab.get("version_b") else None
+    if other is None or other.status != VersionStatus.APPROVED:
+        problems.append(Problem(step.id, "Variant B must be approved content."))
+    elif step.channel and other.asset.kind != step.channel:
+        problems.append(Problem(step.id, "Variant B does not fit the step's channel."))
+    elif other.id == step.content_version_id:
+        problems.append(Problem(step.id, "Variant B must differ from variant A."))
+    if not isinstance(ab.get("share"), int) or not 1 <= ab["share"] <= 50:
+        problems.append(Problem(step.id, "The A/B test share is 1-50 % of the audience."))
+    if not isinstance(ab.get("window_hours"), int) or ab["window_hours"] < 1:
+        problems.append(Problem(step.id, "The A/B test window is at least one hour."))
+    if ab.get("metric") not in AB_METRICS:
+        problems.append(Problem(step.id, "Choose how the winner is picked: opens or clicks."))
+    return problems
+
+
+def versions_to_test(step: CampaignStep) -> list[int]:
+    """The content versions a message step can send: A, and B when it is an A/B test."""
+    versions = [step.content_version_id] if step.content_version_id else []
+    ab = (step.config or {}).get("ab") or {}
+    if ab.get("version_b"):
+        versions.append(ab["version_b"])
+    return versions
+
+
+def newer_approved_version(step: CampaignStep) -> int | None:
+    """A newer approved version of the step's content, which the owner may choose to switch to."""
+    from portal.content.models import AssetVersion, VersionStatus
+
+    current = db.session.get(AssetVersion, step.content_version_id) if step.content_version_id else None
+    if current is None:
+        return None
+    return db.session.scalar(
+        select(AssetVersion.id).where(
+            AssetVersion.asset_id == current.asset_id,
+            AssetVersion.status == VersionStatus.APPROVED,
+            AssetVersion.number > current.number,
+        )
+    )
+
+
+def switch_to_newer_version(actor: Any, step_id: int) -> CampaignStep:
+    """Approving a newer version never changes a campaign by itself: the owner switches here
+    (the step then needs a new test send before it can be published)."""
+    step = db.session.get(CampaignStep, step_id)
+    if step is None:
+        raise CampaignError("No such step.")
+    _editable(actor, get(step.campaign_id))
+    newer = newer_approved_version(step)
+    if newer is None:
+        raise CampaignError("There is no newer approved version.")
+    before = step.content_version_id
+    step.content_version_id = newer
+    audit.record(
+        actor,
+        "campaign.step_version_switched",
+        f"campaign:{step.campaign_id}",
+        {"step": step.id, "from": before, "to": newer},
+    )
+    db.session.commit()
+    return step
+
+
 def in_flow_order(campaign: Campaign) -> list[CampaignStep]:
     """Steps as the flow reads: the main path, each branch followed by its yes then no path."""
     ordered: list[CampaignStep] = []
@@ -207,6 +281,7 @@ def validate(campaign_id: int) -> list[Problem]:
                 problems.append(Problem(step.id, "This message step uses content that is not approved."))
             elif step.channel and version.asset.kind != step.channel:
                 problems.append(Problem(step.id, "The content does not fit the step's channel."))
+            problems += _ab_problems(step)
         elif step.kind == StepKind.DELAY:
             days, hours = config.get("days", 0), config.get("hours", 0)
             if not isinstance(days, int) or not isinstance(hours, int) or days < 0 or hours < 0:

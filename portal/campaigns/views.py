@@ -57,7 +57,10 @@ def step_label(step: CampaignStep) -> str:
     config = step.config or {}
     if step.kind == "message":
         version = db.session.get(AssetVersion, step.content_version_id) if step.content_version_id else None
-        return f"✉ {version.asset.name} v{version.number}" if version else str(_("Message (no content)"))
+        if version is None:
+            return str(_("Message (no content)"))
+        ab = config.get("ab") or {}
+        return f"✉ {version.asset.name} v{version.number}" + (" · A/B" if ab else "")
     if step.kind == "delay":
         return str(_("Wait %(days)s d %(hours)s h", days=config.get("days", 0), hours=config.get("hours", 0)))
     if step.kind == "branch":
@@ -70,6 +73,7 @@ def step_label(step: CampaignStep) -> str:
 @bp.app_context_processor
 def campaign_labels():
     return {
+        "newer_version": service.newer_approved_version,
         "campaign_status_label": lambda s: STATUS_LABELS.get(s, s),
         "step_kind_label": lambda k: KIND_LABELS.get(k, k),
         "step_label": step_label,
@@ -169,6 +173,13 @@ def add_step(campaign_id: int):
         config = {"type": form.get("action_type", ""), "value": form.get("value", "")}
     elif kind == "exit":
         config = {"reason": form.get("reason", "converted"), "value": form.get("value", "")}
+    if kind == "message" and _int("version_b"):
+        config["ab"] = {
+            "version_b": _int("version_b"),
+            "share": _int("ab_share", 20),
+            "window_hours": _int("ab_window_hours", 24),
+            "metric": form.get("ab_metric", "clicks"),
+        }
     parent = form.get("parent", "")
     parent_id, branch = (int(parent.split(":")[0]), parent.split(":")[1]) if ":" in parent else (None, None)
     version_id = _int("content_version_id") or None
@@ -269,3 +280,15 @@ def change_status(campaign_id: int):
     except service.CampaignError as exc:
         flash(str(exc), "error")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/steps/<int:step_id>/switch-version")
+@require(Permission.CAMPAIGN_EDIT)
+def switch_version(step_id: int):
+    step = db.session.get(CampaignStep, step_id) or abort(404)
+    try:
+        service.switch_to_newer_version(_actor(), step_id)
+        flash(_("The step now uses the newer approved version; test-send it again before publishing."), "success")
+    except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=step.campaign_id))

@@ -97,3 +97,48 @@ def test_reviewers_and_analysts_cannot_edit_campaigns(client, login_as, setup):
     login_as("reviewer")
     assert client.get("/campaigns/").status_code == 403
     assert client.post("/campaigns/new", data={"name": "x"}).status_code == 403
+
+
+def test_ab_test_needs_a_second_approved_variant_a_share_a_window_and_a_metric(app, setup):
+    with app.app_context():
+        actor = manager(setup)
+        campaign = service.create_campaign(actor, {"name": "A/B", "segment_id": setup["segment"]})
+        bad = service.add_step(
+            actor,
+            campaign.id,
+            "message",
+            {"ab": {"version_b": setup["draft"], "share": 80, "window_hours": 0, "metric": "likes"}},
+            channel="email",
+            content_version_id=setup["approved"],
+        )
+        problems = {p.message for p in service.validate(campaign.id) if p.step_id == bad.id}
+        assert problems == {
+            "Variant B must be approved content.",
+            "The A/B test share is 1-50 % of the audience.",
+            "The A/B test window is at least one hour.",
+            "Choose how the winner is picked: opens or clicks.",
+        }
+
+
+def test_a_newer_approved_version_is_offered_not_applied(app, setup):
+    from portal.campaigns.models import CampaignStep
+    from portal.content import service as content
+    from portal.content.models import AssetVersion
+
+    with app.app_context():
+        actor = manager(setup)
+        campaign = service.create_campaign(actor, {"name": "换版本", "segment_id": setup["segment"]})
+        step = service.add_step(actor, campaign.id, "message", channel="email", content_version_id=setup["approved"])
+        assert service.newer_approved_version(step) is None
+        first = db.session.get(AssetVersion, setup["approved"])
+        author = db.session.get(User, first.author_id)
+        reviewer = db.session.get(User, first.decided_by_id)
+        draft = content.new_draft_from(author, first.asset_id)
+        content.save_draft(author, draft.id, {**draft.fields(), "subject": "欢迎（新版）"})
+        content.submit_for_review(author, draft.id)
+        content.approve(reviewer, draft.id)
+        step = db.session.get(CampaignStep, step.id)
+        assert step.content_version_id == setup["approved"]  # nothing changed by itself
+        assert service.newer_approved_version(step) == draft.id
+        service.switch_to_newer_version(actor, step.id)
+        assert db.session.get(CampaignStep, step.id).content_version_id == draft.id
