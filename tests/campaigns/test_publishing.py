@@ -26,6 +26,20 @@ def campaign(app, setup):
         return {"id": campaign.id, "step": step.id, **setup}
 
 
+def record_successful_test_send(campaign) -> None:
+    """As if the worker had just sent the step's test message (inside an app context)."""
+    db.session.add(
+        TestSend(
+            campaign_id=campaign["id"],
+            step_id=campaign["step"],
+            status="sent",
+            content_version_id=campaign["approved"],
+            recipient="wang@example.com",
+        )
+    )
+    db.session.commit()
+
+
 def wait_for(app, predicate, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,32 +83,14 @@ def test_publish_needs_a_fresh_test_send_of_every_message_step(app, campaign):
         actor = user(campaign["manager"])
         with pytest.raises(service.CampaignError, match="test send"):
             publishing.publish(actor, campaign["id"])
-        db.session.add(
-            TestSend(
-                campaign_id=campaign["id"],
-                step_id=campaign["step"],
-                status="sent",
-                content_version_id=campaign["approved"],
-                recipient="wang@example.com",
-            )
-        )
-        db.session.commit()
+        record_successful_test_send(campaign)
         # Changing the step after the test makes the test stale.
         step = db.session.get(Campaign, campaign["id"]).steps[0]
         step.config = {"note": "changed"}
         db.session.commit()
         with pytest.raises(service.CampaignError, match="test send"):
             publishing.publish(actor, campaign["id"])
-        db.session.add(
-            TestSend(
-                campaign_id=campaign["id"],
-                step_id=campaign["step"],
-                status="sent",
-                content_version_id=campaign["approved"],
-                recipient="wang@example.com",
-            )
-        )
-        db.session.commit()
+        record_successful_test_send(campaign)
         published = publishing.publish(actor, campaign["id"])
         assert published.status == "scheduled"
 
@@ -137,16 +133,7 @@ def test_audience_preview_counts_who_enters_and_who_is_left_out(app, campaign):
 def test_pause_then_cancel_and_nothing_after_cancel(app, campaign):
     with app.app_context():
         actor = user(campaign["manager"])
-        db.session.add(
-            TestSend(
-                campaign_id=campaign["id"],
-                step_id=campaign["step"],
-                status="sent",
-                content_version_id=campaign["approved"],
-                recipient="wang@example.com",
-            )
-        )
-        db.session.commit()
+        record_successful_test_send(campaign)
         publishing.publish(actor, campaign["id"])
         assert publishing.change_status(actor, campaign["id"], "pause").status == "paused"
         assert publishing.publish(actor, campaign["id"]).status == "scheduled"  # resume: through the gate
