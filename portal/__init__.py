@@ -96,6 +96,7 @@ def _register_models() -> None:
     import portal.auth.models
     import portal.campaigns.models
     import portal.content.models
+    import portal.delivery.models
     import portal.notify
     import portal.queue
     import portal.settings  # noqa: F401

@@ -22,6 +22,15 @@ DEFAULTS: dict[str, Any] = {
     "lifecycle.growing_min_purchases": 1,
     "lifecycle.stable_min_purchases": 3,
     "lifecycle.dormant_days": 90,
+    # Frequency caps on marketing messages (any channel per day; email per week to prospects,
+    # the contacts in the "new" lifecycle stage, who have bought nothing yet).
+    "sending.max_per_contact_per_day": 2,
+    "sending.max_emails_per_prospect_per_week": 2,
+    # Alerts on running campaigns, after alerts.min_attempts settled messages.
+    "alerts.auto_pause": True,
+    "alerts.min_attempts": 100,
+    "alerts.min_delivery_rate": 90,
+    "alerts.max_bounce_rate": 5,
 }
 
 

@@ -6,9 +6,10 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from portal.audience.models import BigId
 from portal.extensions import db
 from portal.models_base import UTCDateTime, utcnow
 
@@ -51,6 +52,10 @@ class Campaign(db.Model):
     throttle_per_minute: Mapped[int] = mapped_column(Integer, default=600)
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the campaign is paused when the portal paused it (an alert, a refusing mail server).
+    pause_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -115,3 +120,51 @@ class TestSend(db.Model):
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JourneyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    EXITED = "exited"
+
+
+class Journey(db.Model):
+    """One contact's way through one campaign's flow: the step it is at and when that step
+    is due. The sequence runner moves journeys in sets, never one by one."""
+
+    __tablename__ = "campaign_journeys"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_journeys_campaign_contact"),
+        Index("ix_journeys_campaign_step_due", "campaign_id", "status", "step_id", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_steps.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default=JourneyStatus.ACTIVE)
+    # When the current step runs (a delay's end, a branch's window end, an A/B decision).
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the journey reached its current step.
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last message step planned for this contact: branches look at behaviour since then.
+    last_message_step_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_steps.id", ondelete="SET NULL"))
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_reason: Mapped[str] = mapped_column(String(32), default="")
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AbResult(db.Model):
+    """The decision of an A/B step: when the test window ends, and which variant won."""
+
+    __tablename__ = "ab_results"
+
+    step_id: Mapped[int] = mapped_column(ForeignKey("campaign_steps.id", ondelete="CASCADE"), primary_key=True)
+    test_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decide_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    winner: Mapped[str | None] = mapped_column(String(1))  # "a" | "b"
+    winner_version_id: Mapped[int | None] = mapped_column(ForeignKey("content_versions.id", ondelete="SET NULL"))
+    # {"a": {"sent": n, "opens": n, "clicks": n}, "b": {...}}
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

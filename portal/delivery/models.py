@@ -1,0 +1,85 @@
+"""The deliveries ledger: one row per (campaign step, contact), whatever happens.
+
+The unique (step_id, contact_id) is what guarantees at most one message per step and
+contact: RQ may run a job twice, two workers may race, a scheduler may overlap, and the
+ledger still holds one row, claimed by one sender at a time.
+
+    pending --claim--> sending --sent / bounced / failed
+       ^                  |
+       +-- retry (4xx, lease expired, campaign paused mid-batch)
+    excluded   left out at planning, with the reason
+    skipped    left out at sending time (unsubscribed or suppressed since planning)
+    cancelled  the campaign was cancelled or the contact left it first
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.audience.models import BigId
+from portal.extensions import db
+from portal.models_base import UTCDateTime, utcnow
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    EXCLUDED = "excluded"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+# Still to be sent (or being sent): what "remaining" means on the progress bar.
+OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+# Attempted and settled: the base of the delivery and bounce rates.
+SETTLED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)
+
+
+class ExclusionReason(enum.StrEnum):
+    """Why a contact of the audience gets no message from a step (first that applies)."""
+
+    SUPPRESSED = "suppressed"
+    UNSUBSCRIBED = "unsubscribed"
+    NO_CONSENT = "no_consent"
+    NO_ADDRESS = "no_address"
+    FREQUENCY_CAP = "frequency_cap"
+
+
+class Delivery(db.Model):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("step_id", "contact_id", name="uq_deliveries_step_contact"),
+        # The senders' claim: due pending rows of one campaign.
+        Index("ix_deliveries_campaign_status_due", "campaign_id", "status", "due_at"),
+        # The frequency cap: a contact's recent messages.
+        Index("ix_deliveries_contact_due", "contact_id", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("campaign_steps.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    content_version_id: Mapped[int] = mapped_column(ForeignKey("content_versions.id", ondelete="RESTRICT"))
+    # "" for a plain step; "a" or "b" for the test share of an A/B step; "winner" for the rest.
+    variant: Mapped[str] = mapped_column(String(8), default="")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    # An ExclusionReason for excluded/skipped rows.
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last reply of the receiving side when it was not a plain acceptance.
+    result_code: Mapped[int | None] = mapped_column(Integer)
+    result_detail: Mapped[str] = mapped_column(String(32), default="")
+    result_message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
