@@ -15,17 +15,20 @@ from typing import NamedTuple
 from rq.cron import CronScheduler
 
 from portal import create_app
-from portal.queue import DEFAULT_QUEUE
+from portal.queue import DEFAULT_QUEUE, SENDING_QUEUE
 
 
 class PeriodicJob(NamedTuple):
     job_name: str  # dotted path of the job function
-    cron: str  # standard five-field cron expression, in UTC
+    cron: str | None = None  # standard five-field cron expression, in UTC
     queue: str = DEFAULT_QUEUE
     timeout: int = 600
+    interval: int | None = None  # seconds between runs, for jobs more frequent than a minute
 
 
 PERIODIC_JOBS: list[PeriodicJob] = [
+    # Pause, resume and new steps take effect within seconds of a change.
+    PeriodicJob("jobs.sending.run_campaigns", interval=5, queue=SENDING_QUEUE, timeout=300),
     PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
     PeriodicJob("jobs.maintenance.purge_expired_sessions", "17 * * * *", timeout=300),
     PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),
@@ -42,7 +45,9 @@ def resolve(job_name: str):
 def build_scheduler(connection) -> CronScheduler:
     scheduler = CronScheduler(connection=connection, logging_level=os.environ.get("LOG_LEVEL", "INFO"))
     for job in PERIODIC_JOBS:
-        scheduler.register(resolve(job.job_name), job.queue, cron=job.cron, job_timeout=job.timeout)
+        scheduler.register(
+            resolve(job.job_name), job.queue, cron=job.cron, interval=job.interval, job_timeout=job.timeout
+        )
     return scheduler
 
 

@@ -1,13 +1,131 @@
-"""Sending jobs. For now: test sends, through the real channel and the same message builder
-the campaign sender will use."""
+"""Sending jobs: the campaign tick, the senders, and test sends.
+
+    run_campaigns      every few seconds (jobs/schedule.py): start due campaigns, move
+                       journeys, plan deliveries, release dead senders' leases, and start
+                       sender jobs for campaigns with messages due
+    send_deliveries    one sender: claims batches of a campaign's due deliveries and sends
+                       them until none is due, the campaign stops, or its time is up
+
+Sender jobs have fixed ids per (campaign, slot), so a tick never starts a second copy of a
+sender that is queued or running; and if Redis loses them, the next tick starts them again
+from the ledger. RQ may still run a job twice (retries of an abandoned job): the ledger's
+claims make that harmless.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+
 from flask import current_app
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from jobs.tracking import tracked
 from portal.extensions import db
 from portal.models_base import utcnow
+from portal.queue import SENDING_QUEUE, enqueue, redis_connection
+
+log = logging.getLogger(__name__)
+
+# States in which a sender job will still run: starting another would only compete with it.
+_LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def run_campaigns() -> dict[str, int]:
+    """The periodic tick; idempotent and safe to overlap with another tick."""
+    from portal.campaigns.monitoring import check_alerts
+    from portal.campaigns.runner import run_due
+
+    sendable = run_due()
+    started = 0
+    for campaign_id in sendable:
+        if check_alerts(campaign_id):
+            continue
+        started += start_senders(campaign_id)
+    return {"campaigns": len(sendable), "senders_started": started}
+
+
+def start_senders(campaign_id: int) -> int:
+    """Make sure SENDERS_PER_CAMPAIGN sender jobs are queued or running for the campaign."""
+    connection = redis_connection()
+    started = 0
+    for slot in range(current_app.config["SENDERS_PER_CAMPAIGN"]):
+        job_id = f"send-campaign-{campaign_id}-{slot}"
+        try:
+            if Job.fetch(job_id, connection=connection).get_status(refresh=False) in _LIVE:
+                continue
+        except NoSuchJobError:
+            pass
+        enqueue(
+            "jobs.sending.send_deliveries",
+            campaign_id,
+            kind="send",
+            queue=SENDING_QUEUE,
+            timeout=current_app.config["SENDER_JOB_SECONDS"] + 120,
+            track=False,
+            job_id=job_id,
+        )
+        started += 1
+    return started
+
+
+def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> int:
+    """How many messages this sender may take now under the campaign's per-minute limit
+    (shared by all its senders through a Redis counter per minute; losing it loses nothing
+    but a minute's count)."""
+    key = f"portal:throttle:{campaign_id}:{int(time.time() // 60)}"
+    connection = redis_connection()
+    used = connection.incrby(key, wanted)
+    if used == wanted:
+        connection.expire(key, 120)
+    over = used - per_minute
+    if over <= 0:
+        return wanted
+    allowed = max(wanted - over, 0)
+    connection.decrby(key, wanted - allowed)
+    return allowed
+
+
+def send_deliveries(campaign_id: int) -> dict[str, float]:
+    """Send the campaign's due deliveries batch by batch; returns counts and where the time went."""
+    from portal.campaigns.models import Campaign, CampaignStatus
+    from portal.campaigns.monitoring import check_alerts
+    from portal.campaigns.runner import in_send_window
+    from portal.delivery.sender import Sender, claim
+
+    config = current_app.config
+    deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
+    totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "batches": 0}
+    last_alert_check = time.monotonic()
+    with Sender(current_app._get_current_object()) as sender:
+        while time.monotonic() < deadline:
+            campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+            if campaign is None or campaign.status != CampaignStatus.RUNNING or not in_send_window(campaign, utcnow()):
+                break
+            allowance = _throttle_allowance(campaign_id, campaign.throttle_per_minute, config["DELIVERY_BATCH_SIZE"])
+            db.session.commit()
+            if allowance == 0:
+                time.sleep(min(60 - time.time() % 60, max(deadline - time.monotonic(), 0)) + 0.05)
+                continue
+            started = time.perf_counter()
+            batch = claim(campaign_id, sender.owner, allowance, config["DELIVERY_LEASE_SECONDS"])
+            sender.timings.database += time.perf_counter() - started
+            if not batch:
+                break
+            outcome = sender.send(batch)
+            totals["batches"] += 1
+            for key in ("sent", "retry", "bounced", "failed", "skipped"):
+                totals[key] += getattr(outcome, key)
+            if outcome.paused or outcome.unavailable:
+                break
+            if time.monotonic() - last_alert_check > 2:
+                last_alert_check = time.monotonic()
+                if check_alerts(campaign_id):
+                    break
+        check_alerts(campaign_id)
+    log.info("campaign %s sender: %s timings %s", campaign_id, totals, sender.timings.as_dict())
+    return {**totals, **{f"seconds_{k}": v for k, v in sender.timings.as_dict().items() if k != "messages"}}
 
 
 def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) -> dict[str, int]:

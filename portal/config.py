@@ -43,6 +43,12 @@ ENV_SETTINGS: dict[str, type] = {
     "SMS_API_SECRET": str,
     "SMS_SIGN_NAME": str,
     "WECOM_WEBHOOK_URL": str,
+    "DELIVERY_BATCH_SIZE": int,
+    "DELIVERY_LEASE_SECONDS": int,
+    "DELIVERY_RETRY_DELAYS": str,
+    "DELIVERY_CHANNEL_BACKOFF_SECONDS": int,
+    "SENDERS_PER_CAMPAIGN": int,
+    "SENDER_JOB_SECONDS": int,
 }
 
 
@@ -83,6 +89,17 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SMS_API_SECRET": "",
         "SMS_SIGN_NAME": "",
         "WECOM_WEBHOOK_URL": "",
+        # The send pipeline: deliveries claimed per batch; how long a claim is leased (a dead
+        # sender's claim is taken over after this); seconds to wait after the 1st, 2nd, ...
+        # temporary refusal of a recipient (then it is a soft bounce); seconds to wait when a
+        # channel cannot be reached at all; sender jobs per running campaign; and how long one
+        # sender job runs before it makes room for others (the runner starts the next one).
+        "DELIVERY_BATCH_SIZE": 500,
+        "DELIVERY_LEASE_SECONDS": 300,
+        "DELIVERY_RETRY_DELAYS": "60,300,1800,7200",
+        "DELIVERY_CHANNEL_BACKOFF_SECONDS": 30,
+        "SENDERS_PER_CAMPAIGN": 2,
+        "SENDER_JOB_SECONDS": 30,
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",

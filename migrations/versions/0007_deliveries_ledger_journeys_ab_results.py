@@ -38,7 +38,6 @@ def upgrade():
     sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('step_id', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('due_at', portal.models_base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('arrived_at', portal.models_base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('entered_at', portal.models_base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('last_message_step_id', sa.Integer(), nullable=True),
@@ -53,7 +52,7 @@ def upgrade():
     sa.UniqueConstraint('campaign_id', 'contact_id', name='uq_journeys_campaign_contact')
     )
     with op.batch_alter_table('campaign_journeys', schema=None) as batch_op:
-        batch_op.create_index('ix_journeys_campaign_step_due', ['campaign_id', 'status', 'step_id', 'due_at'], unique=False)
+        batch_op.create_index('ix_journeys_campaign_status_step', ['campaign_id', 'status', 'step_id'], unique=False)
 
     op.create_table('deliveries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -106,7 +105,7 @@ def downgrade():
 
     op.drop_table('deliveries')
     with op.batch_alter_table('campaign_journeys', schema=None) as batch_op:
-        batch_op.drop_index('ix_journeys_campaign_step_due')
+        batch_op.drop_index('ix_journeys_campaign_status_step')
 
     op.drop_table('campaign_journeys')
     op.drop_table('ab_results')

@@ -129,13 +129,15 @@ class JourneyStatus(enum.StrEnum):
 
 
 class Journey(db.Model):
-    """One contact's way through one campaign's flow: the step it is at and when that step
-    is due. The sequence runner moves journeys in sets, never one by one."""
+    """One contact's way through one campaign's flow: the step it is at and since when.
+    Whether a step is due follows from `arrived_at` (a delay, a branch's window) or
+    `entered_at` (a delay relative to entry), compared with constants, so the sequence
+    runner moves journeys in sets, never one by one."""
 
     __tablename__ = "campaign_journeys"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id", name="uq_journeys_campaign_contact"),
-        Index("ix_journeys_campaign_step_due", "campaign_id", "status", "step_id", "due_at"),
+        Index("ix_journeys_campaign_status_step", "campaign_id", "status", "step_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -143,8 +145,6 @@ class Journey(db.Model):
     contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
     step_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_steps.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(16), default=JourneyStatus.ACTIVE)
-    # When the current step runs (a delay's end, a branch's window end, an A/B decision).
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the journey reached its current step.
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

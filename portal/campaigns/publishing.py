@@ -10,15 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import exists, func, not_, select
+from sqlalchemy import select, update
 
 from portal import audit
 from portal.access import Permission
 from portal.audience import normalise
-from portal.audience.models import ConsentStatus, Contact, ContactConsent
 from portal.audience.segments import segment_query
 from portal.campaigns.models import Campaign, CampaignStatus, CampaignStep, StepKind, TestAddress, TestSend
-from portal.campaigns.service import CampaignError, get, validate
+from portal.campaigns.service import CampaignError, get, in_flow_order, validate
 from portal.extensions import db
 from portal.models_base import utcnow
 from portal.queue import JobRun, enqueue
@@ -139,28 +138,22 @@ def untested_steps(campaign: Campaign) -> list[CampaignStep]:
     return missing
 
 
-def audience_preview(campaign: Campaign, channel: str = "email") -> dict[str, int]:
-    """How many contacts would enter, and how many are left out and why."""
+def audience_preview(campaign: Campaign, channel: str | None = None) -> dict[str, int]:
+    """How many contacts would enter now, and how many are left out and why: the planner's
+    own rules (consent, unsubscribed, suppressed, no address, frequency cap) on the segment,
+    for the channel of the campaign's first message step."""
+    from portal.delivery.models import ExclusionReason
+    from portal.delivery.planner import exclusion_counts
+
+    if channel is None:
+        channel = next((s.channel or "email" for s in in_flow_order(campaign) if s.kind == StepKind.MESSAGE), "email")
     if campaign.segment_id is None:
-        return {"segment": 0, "no_consent": 0, "unsubscribed": 0, "suppressed": 0, "entering": 0}
-    members = segment_query(campaign.segment_id).subquery()
-    consented = exists().where(
-        ContactConsent.contact_id == Contact.id,
-        ContactConsent.channel == channel,
-        ContactConsent.status == ConsentStatus.GRANTED,
-    )
-    in_segment = Contact.id.in_(select(members.c.id))
-
-    def count(*conditions) -> int:
-        return db.session.scalar(select(func.count()).select_from(Contact).where(in_segment, *conditions)) or 0
-
-    return {
-        "segment": count(),
-        "suppressed": count(Contact.suppressed.is_(True)),
-        "unsubscribed": count(Contact.unsubscribed.is_(True), Contact.suppressed.is_(False)),
-        "no_consent": count(not_(consented), Contact.unsubscribed.is_(False), Contact.suppressed.is_(False)),
-        "entering": count(consented, Contact.unsubscribed.is_(False), Contact.suppressed.is_(False)),
-    }
+        counts = {reason.value: 0 for reason in ExclusionReason} | {"entering": 0}
+    else:
+        counts = exclusion_counts(segment_query(campaign.segment_id), channel, utcnow())
+    counts["segment"] = sum(counts.values())
+    counts["channel"] = channel  # type: ignore[assignment]
+    return counts
 
 
 def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> Campaign:
@@ -175,8 +168,18 @@ def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> C
     if reasons:
         raise CampaignError(" ".join(reasons))
     now = utcnow()
-    campaign.scheduled_at = start_at if start_at and start_at > now else now
-    campaign.status = CampaignStatus.SCHEDULED
+    scheduled_at = start_at if start_at and start_at > now else now
+    # Conditional on the status read above: of two clicks on Publish, only one goes through.
+    changed = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id, Campaign.status == campaign.status)
+        .values(status=CampaignStatus.SCHEDULED, scheduled_at=scheduled_at, pause_reason="", updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not changed:
+        db.session.rollback()
+        raise CampaignError("The campaign was published already.")
+    db.session.refresh(campaign)
     audit.record(
         actor,
         "campaign.published",
@@ -184,7 +187,14 @@ def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> C
         {"start_at": campaign.scheduled_at.isoformat(), "audience": audience_preview(campaign)},
     )
     db.session.commit()
+    kick_runner()
     return campaign
+
+
+def kick_runner() -> None:
+    """Run the campaign tick now rather than at its next interval, so that publishing and
+    resuming take effect within seconds."""
+    enqueue("jobs.sending.run_campaigns", kind="campaign_tick", queue="sending", timeout=300, track=False)
 
 
 # Which status each action leads from and to.
@@ -209,6 +219,11 @@ def change_status(actor: Any, campaign_id: int, action: str) -> Campaign:
         raise CampaignError(f"A {campaign.status} campaign cannot be {target}.")
     before = campaign.status
     campaign.status = target
-    audit.record(actor, f"campaign.{action}", f"campaign:{campaign.id}", {"from": before, "to": target})
+    details = {"from": before, "to": target}
+    if target == CampaignStatus.CANCELLED:
+        from portal.campaigns.runner import cancel_campaign_work
+
+        details.update(cancel_campaign_work(campaign.id))
+    audit.record(actor, f"campaign.{action}", f"campaign:{campaign.id}", details)
     db.session.commit()
     return campaign

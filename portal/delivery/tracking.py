@@ -21,6 +21,7 @@ from sqlalchemy import insert as sql_insert
 
 from portal import audit
 from portal.audience.models import BigId, Contact, ContactEvent, EventKind
+from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
 from portal.delivery.tokens import Recipient, UnsubscribeTarget
 from portal.extensions import db
 from portal.models_base import UTCDateTime, utcnow
@@ -118,6 +119,13 @@ def unsubscribe(target: UnsubscribeTarget, *, method: str) -> bool:
         .execution_options(synchronize_session=False)
     ).rowcount
     if changed:
+        # Nothing more goes out to them, whichever campaign planned it.
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.contact_id == target.contact_id, Delivery.status == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.SKIPPED, reason=ExclusionReason.UNSUBSCRIBED)
+            .execution_options(synchronize_session=False)
+        )
         _record_event(
             target.contact_id,
             EventKind.UNSUBSCRIBE,

@@ -127,7 +127,16 @@ def test_audience_preview_counts_who_enters_and_who_is_left_out(app, campaign):
         db.session.commit()
         preview = publishing.audience_preview(db.session.get(Campaign, campaign["id"]))
     # The fixture's own contact (c@example.com, 上海, no consent) is in the segment too.
-    assert preview == {"segment": 6, "suppressed": 1, "unsubscribed": 1, "no_consent": 2, "entering": 2}
+    assert preview == {
+        "segment": 6,
+        "suppressed": 1,
+        "unsubscribed": 1,
+        "no_consent": 2,
+        "no_address": 0,
+        "frequency_cap": 0,
+        "entering": 2,
+        "channel": "email",
+    }
 
 
 def test_pause_then_cancel_and_nothing_after_cancel(app, campaign):

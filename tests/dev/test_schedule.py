@@ -4,11 +4,12 @@ from jobs.schedule import PERIODIC_JOBS, build_scheduler, resolve
 from portal.queue import QUEUES
 
 
-def test_every_periodic_job_names_a_job_function_a_queue_and_a_valid_cron():
+def test_every_periodic_job_names_a_job_function_a_queue_and_either_a_valid_cron_or_an_interval():
     for job in PERIODIC_JOBS:
         assert callable(resolve(job.job_name)), job.job_name
         assert job.queue in QUEUES, job
-        assert croniter.is_valid(job.cron), job
+        assert (job.cron is None) != (job.interval is None), job
+        assert croniter.is_valid(job.cron) if job.cron else job.interval > 0, job
         assert job.timeout > 0
 
 

@@ -1,0 +1,142 @@
+"""The planner: a message step's deliveries, written in one set-based INSERT ... SELECT.
+
+Every contact whose journey stands at the step gets one ledger row: `pending` to be sent,
+or `excluded` with the first reason that applies (suppressed, unsubscribed, no consent
+for the channel, no address for it, over the frequency cap). The unique (step, contact)
+with ON CONFLICT DO NOTHING makes planning idempotent: a repeated or overlapping run adds
+nothing. The same exclusion rules feed the audience preview at publish time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, literal, not_, or_, select, true
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ColumnElement
+
+from portal import settings
+from portal.audience.models import ConsentStatus, Contact, ContactConsent, LifecycleStage
+from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
+from portal.extensions import db
+
+# Marketing messages that count towards the frequency cap: planned, being sent, or sent.
+_COUNTED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT)
+
+
+def address_column(channel: str) -> ColumnElement:
+    """The contact's address on `channel`: the email, or the mobile for SMS and WeCom."""
+    return Contact.email if channel == "email" else Contact.mobile
+
+
+def exclusion_reason(channel: str, now: datetime) -> ColumnElement:
+    """A SQL expression over `contacts`: the reason a contact gets no message on `channel`
+    now, or '' when it may get one. Use inside a SELECT from contacts."""
+    consented = exists().where(
+        ContactConsent.contact_id == Contact.id,
+        ContactConsent.channel == channel,
+        ContactConsent.status == ConsentStatus.GRANTED,
+    )
+    return case(
+        (Contact.suppressed.is_(True), literal(ExclusionReason.SUPPRESSED.value)),
+        (Contact.unsubscribed.is_(True), literal(ExclusionReason.UNSUBSCRIBED.value)),
+        (not_(consented), literal(ExclusionReason.NO_CONSENT.value)),
+        (address_column(channel).is_(None), literal(ExclusionReason.NO_ADDRESS.value)),
+        (over_frequency_cap(channel, now), literal(ExclusionReason.FREQUENCY_CAP.value)),
+        else_=literal(""),
+    )
+
+
+def over_frequency_cap(channel: str, now: datetime) -> ColumnElement:
+    """True for a contact who already has the most marketing messages allowed: per day on
+    any channel, and for prospects (lifecycle stage "new") emails per week."""
+    per_day = int(settings.get("sending.max_per_contact_per_day"))
+    per_week = int(settings.get("sending.max_emails_per_prospect_per_week"))
+    recent = Delivery.contact_id == Contact.id, Delivery.status.in_(_COUNTED)
+    day_count = select(func.count()).where(*recent, Delivery.due_at > now - timedelta(days=1)).scalar_subquery()
+    capped = day_count >= per_day
+    if channel == "email":
+        week_count = (
+            select(func.count())
+            .where(*recent, Delivery.channel == "email", Delivery.due_at > now - timedelta(days=7))
+            .scalar_subquery()
+        )
+        capped = or_(capped, and_(Contact.lifecycle_stage == LifecycleStage.NEW.value, week_count >= per_week))
+    return capped
+
+
+def insert_ignoring_duplicates(table: Any, columns: list[Any] | None = None, rows: Any = None):
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect; with `columns` and `rows`
+    (a SELECT), INSERT ... SELECT. SQLite needs a WHERE in that SELECT to parse ON CONFLICT."""
+    dialect = db.session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table)
+    if rows is not None:
+        statement = statement.from_select(columns, rows.where(true()))
+    return statement.on_conflict_do_nothing()
+
+
+def plan_step(
+    *,
+    campaign_id: int,
+    step_id: int,
+    channel: str,
+    content_version_id: int,
+    contacts: Any,
+    due_at: datetime,
+    now: datetime,
+    variant: str = "",
+) -> None:
+    """Write the ledger rows of `step_id` for the contacts selected by `contacts` (a SELECT
+    of contact ids). Rows that exist already are left as they are."""
+    reason = exclusion_reason(channel, now)
+    rows = select(
+        literal(campaign_id),
+        literal(step_id),
+        Contact.id,
+        literal(channel),
+        literal(content_version_id),
+        literal(variant),
+        case((reason == "", literal(DeliveryStatus.PENDING.value)), else_=literal(DeliveryStatus.EXCLUDED.value)),
+        reason,
+        literal(due_at, Delivery.due_at.type),
+        literal(0),
+        literal(""),
+        literal(""),
+        literal(now, Delivery.created_at.type),
+    ).where(Contact.id.in_(contacts))
+    columns = Delivery.__table__.c
+    db.session.execute(
+        insert_ignoring_duplicates(
+            Delivery.__table__,
+            [
+                columns.campaign_id,
+                columns.step_id,
+                columns.contact_id,
+                columns.channel,
+                columns.content_version_id,
+                columns.variant,
+                columns.status,
+                columns.reason,
+                columns.due_at,
+                columns.attempts,
+                columns.result_detail,
+                columns.result_message,
+                columns.created_at,
+            ],
+            rows,
+        )
+    )
+
+
+def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, int]:
+    """How many of `contacts` (a SELECT of contact ids) would be excluded, per reason, and
+    how many would enter ("entering"): the audience preview."""
+    reason = exclusion_reason(channel, now).label("reason")
+    counted = select(reason).where(Contact.id.in_(contacts)).subquery()
+    rows = db.session.execute(select(counted.c.reason, func.count()).group_by(counted.c.reason)).all()
+    counts = {r.value: 0 for r in ExclusionReason}
+    counts["entering"] = 0
+    for value, number in rows:
+        counts[value or "entering"] = number
+    return counts

@@ -1,0 +1,515 @@
+"""Senders: claim due deliveries with a lease, send them over one reused connection per
+channel, record the results in bulk.
+
+    with Sender(app, owner="host:pid:job") as sender:
+        while (batch := claim(campaign_id, sender.owner, 500, lease_seconds)):
+            sender.send(batch)
+
+Crash safety: a claimed row is `sending` with a lease. Results are written every
+`RECORD_EVERY` messages, so a killed worker leaves at most that many messages sent but
+unrecorded; when the lease expires, `release_expired_leases` makes the rest of its claim
+`pending` again and another sender takes it. The ledger, not RQ, prevents a second send:
+a row is claimed by one sender at a time, and a sent row is never claimed again.
+
+Per-message work is only what must differ: the template of a (step, version) is compiled
+once, the MIME skeleton and the link tracker are made once, and each recipient gets the
+rendering of their variables, their tracked links and their headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import select, update
+
+from portal.audience.models import ConsentStatus, Contact, ContactConsent, ContactEvent, EventKind
+from portal.campaigns.models import Campaign, CampaignStatus
+from portal.delivery.channels.base import ChannelUnavailable, Outcome, SendResult
+from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
+from portal.delivery.render import CONTACT_FIELDS, contact_variables
+from portal.delivery.tokens import LinkTracker, tracking_tokens
+from portal.extensions import db
+from portal.models_base import utcnow
+
+log = logging.getLogger(__name__)
+
+# Results are committed after this many messages: the most a killed worker can leave sent
+# but unrecorded (and so send again after its lease expires).
+RECORD_EVERY = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    contact_id: int
+    step_id: int
+    channel: str
+    content_version_id: int
+    attempts: int
+
+
+def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int, now: datetime | None = None) -> list[Claimed]:
+    """Lease up to `limit` due pending deliveries of the campaign to `owner`, committed.
+    Concurrent claimers never get the same row (SKIP LOCKED on PostgreSQL; SQLite runs one
+    writer at a time)."""
+    now = now or utcnow()
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.due_at <= now,
+        )
+        .order_by(Delivery.due_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()), Delivery.status == DeliveryStatus.PENDING)
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(
+            Delivery.id,
+            Delivery.contact_id,
+            Delivery.step_id,
+            Delivery.channel,
+            Delivery.content_version_id,
+            Delivery.attempts,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    db.session.commit()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: (c.step_id, c.content_version_id, c.id))
+
+
+def release_expired_leases(now: datetime | None = None) -> int:
+    """Make deliveries whose sender died (lease expired) pending again; returns how many."""
+    now = now or utcnow()
+    released = db.session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_expires_at < now)
+        .values(status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None, due_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return released
+
+
+def retry_delays(config: Any) -> list[int]:
+    """Seconds to wait after the 1st, 2nd, ... temporary failure (config DELIVERY_RETRY_DELAYS)."""
+    return [int(part) for part in str(config["DELIVERY_RETRY_DELAYS"]).split(",") if part.strip()]
+
+
+@dataclass
+class Timings:
+    """Where a sender's time went, in seconds, and how many messages it handled."""
+
+    render: float = 0.0
+    mime: float = 0.0
+    channel: float = 0.0
+    database: float = 0.0
+    messages: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "render": self.render,
+            "mime": self.mime,
+            "channel": self.channel,
+            "database": self.database,
+            "messages": self.messages,
+        }
+
+
+@dataclass
+class _Material:
+    """What every message of one (step, content version) shares, prepared once."""
+
+    content: Any
+    campaign_name: str
+    tracker: LinkTracker | None = None
+    skeleton: Any = None
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    retry: int = 0
+    bounced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    # Set when the receiving side refused us: the campaign has been paused with this reason.
+    paused: str = ""
+    # Set when the channel could not be reached: the rest of the batch waits for a retry.
+    unavailable: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Sender:
+    """Sends claimed deliveries; one per sender job. Channels are opened on first use and
+    reused for every message until `close`."""
+
+    def __init__(self, app: Any, owner: str | None = None) -> None:
+        self.app = app
+        self.config = app.config
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{time.monotonic_ns()}"
+        self.tokens = tracking_tokens(app)
+        self.timings = Timings()
+        self._materials: dict[tuple[int, int], _Material] = {}
+        self._channels: dict[str, Any] = {}
+        self._retry_delays = retry_delays(self.config)
+        self._backoff = int(self.config["DELIVERY_CHANNEL_BACKOFF_SECONDS"])
+        from_name, from_address = parseaddr(self.config["MAIL_FROM"])
+        self._from_name = from_name
+        self._domain = from_address.rsplit("@", 1)[-1]
+
+    # -- channels -----------------------------------------------------------------------------
+    def _channel(self, name: str) -> Any:
+        channel = self._channels.get(name)
+        if channel is None:
+            if name == "email":
+                from portal.delivery.channels.smtp import SmtpSession
+
+                channel = SmtpSession.from_url(self.config["SMTP_URL"])
+                channel.open()  # ChannelUnavailable when the server cannot be reached
+            elif name == "sms":
+                from portal.delivery.channels.sms import SmsChannel
+
+                channel = SmsChannel.from_config(self.config)
+            elif name == "wecom":
+                from portal.delivery.channels.wecom import WeComRobot
+
+                channel = WeComRobot.from_config(self.config)
+            else:
+                raise ValueError(f"unknown channel {name!r}")
+            self._channels[name] = channel
+        return channel
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- materials ----------------------------------------------------------------------------
+    def _material(self, delivery: Claimed) -> _Material:
+        key = (delivery.step_id, delivery.content_version_id)
+        material = self._materials.get(key)
+        if material is None:
+            from portal.content.service import approved_version
+            from portal.delivery.mime import DkimSigner, MessageSkeleton
+
+            content = approved_version(delivery.content_version_id)
+            campaign_name = db.session.scalar(
+                select(Campaign.name)
+                .join(Delivery, Delivery.campaign_id == Campaign.id)
+                .where(Delivery.id == delivery.id)
+            )
+            material = _Material(content=content, campaign_name=campaign_name or "")
+            if delivery.channel == "email":
+                material.tracker = LinkTracker(self.tokens, self.config["PUBLIC_BASE_URL"])
+                material.skeleton = MessageSkeleton(self.config["MAIL_FROM"], dkim=DkimSigner.from_config(self.config))
+            self._materials[key] = material
+        return material
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, batch: list[Claimed]) -> BatchOutcome:
+        """Send every claimed delivery of `batch` and record each result; stops early (the
+        rest made pending again) when the campaign stops running or a channel is unavailable."""
+        outcome = BatchOutcome()
+        started = time.perf_counter()
+        contacts = self._contacts(batch)
+        self.timings.database += time.perf_counter() - started
+        results: list[tuple[Claimed, SendResult | str]] = []
+        for number, delivery in enumerate(batch):
+            if number and number % RECORD_EVERY == 0:
+                self._record(results, outcome)
+                results = []
+                if not self._still_running(batch[0]):
+                    self._release(batch[number:], due_in=0)
+                    return outcome
+            contact = contacts.get(delivery.contact_id)
+            reason = self._skip_reason(delivery, contact)
+            if reason:
+                results.append((delivery, reason))
+                continue
+            try:
+                result = self._send_one(delivery, contact)  # type: ignore[arg-type]
+            except ChannelUnavailable as unavailable:
+                result = unavailable.result
+            results.append((delivery, result))
+            if result.outcome is Outcome.PAUSE or result.affects_batch:
+                self._record(results, outcome)
+                rest = batch[number + 1 :]
+                if result.outcome is Outcome.PAUSE:
+                    self._release(rest, due_in=0)
+                else:
+                    outcome.unavailable = result.message or f"channel {delivery.channel} unavailable"
+                    self._release(rest, due_in=self._backoff)
+                self._channels.pop(delivery.channel, None)
+                return outcome
+        self._record(results, outcome)
+        return outcome
+
+    def _contacts(self, batch: list[Claimed]) -> dict[int, dict[str, Any]]:
+        ids = list({d.contact_id for d in batch})
+        columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
+        rows = db.session.execute(
+            select(Contact.id, Contact.unsubscribed, Contact.suppressed, *columns).where(Contact.id.in_(ids))
+        ).all()
+        contacts = {row.id: row._asdict() for row in rows}
+        consents = db.session.execute(
+            select(ContactConsent.contact_id, ContactConsent.channel).where(
+                ContactConsent.contact_id.in_(ids), ContactConsent.status == ConsentStatus.GRANTED
+            )
+        ).all()
+        for contact_id, channel in consents:
+            contacts[contact_id].setdefault("consents", set()).add(channel)
+        return contacts
+
+    @staticmethod
+    def _skip_reason(delivery: Claimed, contact: dict[str, Any] | None) -> str:
+        """Checked again at sending time: someone may have unsubscribed since planning."""
+        if contact is None or contact["suppressed"]:
+            return ExclusionReason.SUPPRESSED
+        if contact["unsubscribed"]:
+            return ExclusionReason.UNSUBSCRIBED
+        if delivery.channel not in contact.get("consents", ()):
+            return ExclusionReason.NO_CONSENT
+        if not contact["email" if delivery.channel == "email" else "mobile"]:
+            return ExclusionReason.NO_ADDRESS
+        return ""
+
+    def _send_one(self, delivery: Claimed, contact: dict[str, Any]) -> SendResult:
+        t0 = time.perf_counter()
+        material = self._material(delivery)
+        templates = material.content.templates
+        variables = {
+            "contact": contact_variables(contact),
+            "campaign": {"name": material.campaign_name},
+            "sender": {"company": self._from_name},
+            "view_in_browser_url": "",
+        }
+        try:
+            if delivery.channel == "email":
+                tracker = material.tracker
+                unsubscribe_url = tracker.unsubscribe_url(delivery.id, delivery.contact_id)  # type: ignore[union-attr]
+                variables["unsubscribe_url"] = unsubscribe_url
+                subject = templates["subject"].render(variables)
+                html = templates["html_body"].render(variables)
+                text = templates["text_body"].render(variables)
+                html = tracker.rewrite(html, delivery.id, delivery.contact_id, unsubscribe_url=unsubscribe_url)  # type: ignore[union-attr]
+                t1 = time.perf_counter()
+                message = material.skeleton.build(
+                    to_email=contact["email"],
+                    to_name=contact.get("name") or "",
+                    subject=subject,
+                    html=html,
+                    text=text or None,
+                    message_id=_message_id(delivery, self._domain),
+                    unsubscribe_url=unsubscribe_url,
+                    unsubscribe_mailto=self._mailto(delivery),
+                )
+                t2 = time.perf_counter()
+                result = self._channel("email").send(material.skeleton.envelope_from, contact["email"], message)
+            elif delivery.channel == "sms":
+                variables["unsubscribe_url"] = ""
+                body = templates["sms_text"].render(variables)
+                t1 = t2 = time.perf_counter()
+                result = self._channel("sms").send(contact["mobile"], body, message_id=f"d{delivery.id}")
+            else:
+                variables["unsubscribe_url"] = ""
+                body = templates["wecom_text"].render(variables)
+                t1 = t2 = time.perf_counter()
+                result = self._channel("wecom").send(
+                    body,
+                    markdown=material.content.wecom_format == "markdown",
+                    mentioned_mobiles=(contact["mobile"],),
+                )
+        except ChannelUnavailable:
+            raise
+        except Exception as exc:  # a template or a value that cannot be sent: this message only
+            log.warning("delivery %s not sendable: %s", delivery.id, exc)
+            return SendResult(Outcome.FAILED, 0, "unsendable", f"{type(exc).__name__}: {exc}"[:500])
+        t3 = time.perf_counter()
+        self.timings.render += t1 - t0
+        self.timings.mime += t2 - t1
+        self.timings.channel += t3 - t2
+        self.timings.messages += 1
+        return result
+
+    def _mailto(self, delivery: Claimed) -> str | None:
+        address = self.config.get("UNSUBSCRIBE_MAILTO")
+        if not address:
+            return None
+        from portal.delivery.mime import unsubscribe_mailto
+
+        return unsubscribe_mailto(address, self.tokens.unsubscribe_token(delivery.id, delivery.contact_id))
+
+    def _still_running(self, delivery: Claimed) -> bool:
+        status = db.session.scalar(
+            select(Campaign.status)
+            .join(Delivery, Delivery.campaign_id == Campaign.id)
+            .where(Delivery.id == delivery.id)
+        )
+        db.session.commit()  # end the read: the next check must see a fresh status
+        return status == CampaignStatus.RUNNING
+
+    def _release(self, rest: list[Claimed], due_in: int) -> None:
+        """Give back claimed deliveries that were not attempted (the attempt is not counted)."""
+        if not rest:
+            return
+        started = time.perf_counter()
+        db.session.execute(
+            update(Delivery),
+            [
+                {
+                    "id": d.id,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": d.attempts - 1,
+                    "due_at": utcnow() + timedelta(seconds=due_in),
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                }
+                for d in rest
+            ],
+        )
+        db.session.commit()
+        self.timings.database += time.perf_counter() - started
+
+    # -- recording ----------------------------------------------------------------------------
+    def _record(self, results: list[tuple[Claimed, SendResult | str]], outcome: BatchOutcome) -> None:
+        """Write a chunk's results in a few statements and commit."""
+        if not results:
+            return
+        started = time.perf_counter()
+        now = utcnow()
+        sent_ids: list[int] = []
+        changes: list[dict[str, Any]] = []
+        bounced: list[Claimed] = []
+        pause_reason = ""
+        for delivery, result in results:
+            cleared = {"id": delivery.id, "lease_owner": None, "lease_expires_at": None}
+            if isinstance(result, str):
+                changes.append({**cleared, "status": DeliveryStatus.SKIPPED, "reason": result})
+                outcome.skipped += 1
+                continue
+            reply = {"result_code": result.code, "result_detail": result.detail[:32], "result_message": result.message}
+            if result.outcome is Outcome.ACCEPTED:
+                sent_ids.append(delivery.id)
+            elif result.outcome is Outcome.RETRY:
+                delay = self._retry_delay(delivery.attempts) if not result.affects_batch else self._backoff
+                if delay is None:
+                    changes.append({**cleared, **reply, "status": DeliveryStatus.FAILED, "reason": "soft_bounce"})
+                    outcome.failed += 1
+                else:
+                    attempts = delivery.attempts - 1 if result.affects_batch else delivery.attempts
+                    changes.append(
+                        {
+                            **cleared,
+                            **reply,
+                            "status": DeliveryStatus.PENDING,
+                            "attempts": attempts,
+                            "due_at": now + timedelta(seconds=delay),
+                        }
+                    )
+                    outcome.retry += 1
+            elif result.outcome is Outcome.HARD_BOUNCE:
+                changes.append({**cleared, **reply, "status": DeliveryStatus.BOUNCED})
+                bounced.append(delivery)
+                outcome.bounced += 1
+            elif result.outcome is Outcome.PAUSE:
+                # Not this recipient's fault: send it again once the campaign is resumed.
+                changes.append(
+                    {**cleared, **reply, "status": DeliveryStatus.PENDING, "attempts": delivery.attempts - 1}
+                )
+                pause_reason = f"{result.code} {result.message}".strip()
+            else:
+                changes.append({**cleared, **reply, "status": DeliveryStatus.FAILED})
+                outcome.failed += 1
+        if sent_ids:
+            db.session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(sent_ids))
+                .values(status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            outcome.sent += len(sent_ids)
+        if changes:
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+            for change in changes:  # one executemany per shape of change
+                by_keys[tuple(sorted(change))].append(change)
+            for rows in by_keys.values():
+                db.session.execute(update(Delivery), rows)
+        if bounced:
+            _suppress_bounced(bounced, results, now)
+        if pause_reason:
+            from portal.campaigns.monitoring import pause_for
+
+            campaign_id = db.session.scalar(select(Delivery.campaign_id).where(Delivery.id == results[0][0].id))
+            pause_for(campaign_id, f"The mail server refused the sender: {pause_reason}"[:1000])
+            outcome.paused = pause_reason
+        db.session.commit()
+        self.timings.database += time.perf_counter() - started
+
+    def _retry_delay(self, attempts: int) -> int | None:
+        if attempts < 1 or attempts > len(self._retry_delays):
+            return None
+        return self._retry_delays[attempts - 1]
+
+
+def _message_id(delivery: Claimed, domain: str) -> str:
+    from portal.delivery.mime import make_message_id
+
+    return make_message_id(delivery.id, domain)
+
+
+def _suppress_bounced(bounced: list[Claimed], results: list[tuple[Claimed, Any]], now: datetime) -> None:
+    """A hard bounce suppresses the contact for good: its address's hash stays on the
+    suppression list, so no later import brings it back."""
+    from portal.audience.service import suppress
+
+    replies = {d.id: r for d, r in results}
+    ids = [d.contact_id for d in bounced]
+    addresses = {
+        row.id: row
+        for row in db.session.execute(select(Contact.id, Contact.email, Contact.mobile).where(Contact.id.in_(ids)))
+    }
+    db.session.execute(
+        update(Contact)
+        .where(Contact.id.in_(ids))
+        .values(suppressed=True, suppression_reason="hard_bounce", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for delivery in bounced:
+        row = addresses.get(delivery.contact_id)
+        kind = "email" if delivery.channel == "email" else "mobile"
+        value = getattr(row, kind) if row is not None else None
+        if value:
+            suppress(kind, value, "hard_bounce")
+    db.session.add_all(
+        ContactEvent(
+            contact_id=d.contact_id,
+            kind=EventKind.BOUNCE,
+            occurred_at=now,
+            properties={"delivery_id": d.id, "code": replies[d.id].code, "detail": replies[d.id].detail},
+            source="delivery",
+        )
+        for d in bounced
+    )

@@ -1,0 +1,125 @@
+"""The send pipeline in one process: plan, claim, send over SMTP, record, track."""
+
+from __future__ import annotations
+
+import email
+import re
+from email import policy
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.audience.models import Contact, ContactConsent, ContactEvent
+from portal.campaigns.models import Campaign, CampaignStatus
+from portal.delivery.models import Delivery, DeliveryStatus
+from portal.extensions import db
+from tests import factories
+
+
+@pytest.fixture
+def team(app, make_user):
+    with app.app_context():
+        return {role: user.id for role, user in factories.people(make_user).items()}
+
+
+def _users(team):
+    from portal.auth.models import User
+
+    return {role: db.session.get(User, user_id) for role, user_id in team.items()}
+
+
+def _tick_and_send(app, rounds: int = 3) -> None:
+    from jobs.sending import run_campaigns, send_deliveries
+
+    for _ in range(rounds):
+        for campaign_id in db.session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)):
+            send_deliveries(campaign_id)
+        run_campaigns()
+
+
+def _counts(campaign_id: int) -> dict[str, int]:
+    rows = db.session.execute(
+        select(Delivery.status, func.count()).where(Delivery.campaign_id == campaign_id).group_by(Delivery.status)
+    )
+    return dict(rows.all())
+
+
+def test_published_campaign_is_delivered_with_tracking_and_one_click_unsubscribe(app, app_ctx, smtp, team, client):
+    users = _users(team)
+    version = factories.approved_email(users["operations_specialist"], users["reviewer"])
+    ids = factories.add_contacts(5)
+    campaign_id = factories.scheduled_campaign(
+        users["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    _tick_and_send(app)
+
+    assert _counts(campaign_id) == {DeliveryStatus.SENT: 5}
+    emails = db.session.scalars(select(Contact.email).where(Contact.id.in_(ids))).all()
+    assert sorted(m["to"][0] for m in smtp.messages) == sorted(emails)
+    message = email.message_from_bytes(smtp.messages[0]["data"], policy=policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert re.match(r"^<d\d+\.[0-9a-f]+@example\.com>$", message["Message-ID"])
+    html = message.get_body(("html",)).get_content()
+    assert "https://www.example.com/product" not in html  # the link goes through the click redirect
+    click_url = re.search(r'href="(http://[^"]+/t/c/[^"]+)"', html).group(1)
+    pixel_url = re.search(r'src="(http://[^"]+/t/o/[^"]+)"', html).group(1)
+    unsubscribe_url = message["List-Unsubscribe"].strip("<>")
+
+    assert client.get(click_url.split("5000", 1)[-1] if ":5000" in click_url else click_url).status_code == 302
+    assert client.get(pixel_url.split(":5000", 1)[-1]).status_code == 200
+    assert client.post(unsubscribe_url.split(":5000", 1)[-1], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+    recipient = message["To"].addresses[0].addr_spec
+    contact = db.session.scalar(select(Contact).where(Contact.email == recipient))
+    db.session.refresh(contact)
+    assert contact.unsubscribed
+    kinds = set(db.session.scalars(select(ContactEvent.kind).where(ContactEvent.contact_id == contact.id)))
+    assert {"email_open", "email_click", "unsubscribe"} <= kinds
+    assert db.session.get(Campaign, campaign_id).status == CampaignStatus.COMPLETED
+
+
+def test_planner_records_why_each_contact_was_left_out(app, app_ctx, smtp, team):
+    from portal.audience.models import Suppression  # noqa: F401 - the suppression list lives beside contacts
+
+    users = _users(team)
+    version = factories.approved_email(users["operations_specialist"], users["reviewer"])
+    ok, unsubscribed, suppressed, no_consent = (factories.add_contacts(1, prefix=p)[0] for p in "abcd")
+    db.session.get(Contact, unsubscribed).unsubscribed = True
+    db.session.get(Contact, suppressed).suppressed = True
+    db.session.execute(ContactConsent.__table__.delete().where(ContactConsent.contact_id == no_consent))
+    db.session.commit()
+    campaign_id = factories.scheduled_campaign(
+        users["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    from portal.campaigns.runner import run_due
+
+    run_due()
+    rows = dict(
+        db.session.execute(
+            select(Delivery.contact_id, Delivery.reason).where(Delivery.campaign_id == campaign_id)
+        ).all()
+    )
+    assert rows == {ok: "", unsubscribed: "unsubscribed", suppressed: "suppressed", no_consent: "no_consent"}
+
+
+def test_frequency_cap_leaves_out_contacts_who_had_two_messages_today(app, app_ctx, smtp, team):
+    users = _users(team)
+    version = factories.approved_email(users["operations_specialist"], users["reviewer"])
+    factories.add_contacts(3)
+    segment = factories.segment_of()
+    for name in ("第一封", "第二封", "第三封"):
+        factories.scheduled_campaign(
+            users["marketing_manager"],
+            segment,
+            [{"kind": "message", "channel": "email", "content_version_id": version}],
+            name=name,
+        )
+    from portal.campaigns.runner import run_due
+
+    run_due()
+    reasons = db.session.execute(select(Delivery.reason, func.count()).group_by(Delivery.reason)).all()
+    assert dict(reasons) == {"": 6, "frequency_cap": 3}
