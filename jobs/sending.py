@@ -6,10 +6,9 @@
     send_deliveries    one sender: claims batches of a campaign's due deliveries and sends
                        them until none is due, the campaign stops, or its time is up
 
-Sender jobs have fixed ids per (campaign, slot), so a tick never starts a second copy of a
-sender that is queued or running; and if Redis loses them, the next tick starts them again
-from the ledger. RQ may still run a job twice (retries of an abandoned job): the ledger's
-claims make that harmless.
+Each running campaign has SENDERS_PER_CAMPAIGN sender slots; see `start_senders` for how a
+dead or lost sender is replaced. RQ may still run a job twice (an abandoned job retried):
+the ledger's claims make that harmless.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import logging
 import time
 
 from flask import current_app
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
 
 from jobs.tracking import tracked
 from portal.extensions import db
@@ -27,9 +24,6 @@ from portal.models_base import utcnow
 from portal.queue import SENDING_QUEUE, enqueue, redis_connection
 
 log = logging.getLogger(__name__)
-
-# States in which a sender job will still run: starting another would only compete with it.
-_LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def run_campaigns() -> dict[str, int]:
@@ -46,25 +40,31 @@ def run_campaigns() -> dict[str, int]:
     return {"campaigns": len(sendable), "senders_started": started}
 
 
+def _sender_key(campaign_id: int, slot: int) -> str:
+    return f"portal:sender:{campaign_id}:{slot}"
+
+
 def start_senders(campaign_id: int) -> int:
-    """Make sure SENDERS_PER_CAMPAIGN sender jobs are queued or running for the campaign."""
+    """Make sure SENDERS_PER_CAMPAIGN senders are queued or alive for the campaign.
+
+    A sender keeps a Redis key alive (refreshed every batch, expiring after a lease); a slot
+    without a live key gets a new sender. So a killed worker's slot is refilled once its
+    lease has expired, and a flushed Redis is refilled at the next tick. A slot may briefly
+    have two senders (a slow queue): the ledger's claims keep that harmless."""
     connection = redis_connection()
+    ttl = current_app.config["DELIVERY_LEASE_SECONDS"]
     started = 0
     for slot in range(current_app.config["SENDERS_PER_CAMPAIGN"]):
-        job_id = f"send-campaign-{campaign_id}-{slot}"
-        try:
-            if Job.fetch(job_id, connection=connection).get_status(refresh=False) in _LIVE:
-                continue
-        except NoSuchJobError:
-            pass
+        if not connection.set(_sender_key(campaign_id, slot), "queued", nx=True, ex=ttl):
+            continue
         enqueue(
             "jobs.sending.send_deliveries",
             campaign_id,
+            slot,
             kind="send",
             queue=SENDING_QUEUE,
             timeout=current_app.config["SENDER_JOB_SECONDS"] + 120,
             track=False,
-            job_id=job_id,
         )
         started += 1
     return started
@@ -87,7 +87,7 @@ def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> int:
     return allowed
 
 
-def send_deliveries(campaign_id: int) -> dict[str, float]:
+def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
     """Send the campaign's due deliveries batch by batch; returns counts and where the time went."""
     from portal.campaigns.models import Campaign, CampaignStatus
     from portal.campaigns.monitoring import check_alerts
@@ -98,8 +98,11 @@ def send_deliveries(campaign_id: int) -> dict[str, float]:
     deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
     totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "batches": 0}
     last_alert_check = time.monotonic()
+    heartbeat = _sender_key(campaign_id, slot)
+    connection = redis_connection()
     with Sender(current_app._get_current_object()) as sender:
         while time.monotonic() < deadline:
+            connection.set(heartbeat, sender.owner, ex=config["DELIVERY_LEASE_SECONDS"])
             campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
             if campaign is None or campaign.status != CampaignStatus.RUNNING or not in_send_window(campaign, utcnow()):
                 break
@@ -124,6 +127,7 @@ def send_deliveries(campaign_id: int) -> dict[str, float]:
                 if check_alerts(campaign_id):
                     break
         check_alerts(campaign_id)
+    connection.delete(heartbeat)
     log.info("campaign %s sender: %s timings %s", campaign_id, totals, sender.timings.as_dict())
     return {**totals, **{f"seconds_{k}": v for k, v in sender.timings.as_dict().items() if k != "messages"}}
 

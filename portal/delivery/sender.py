@@ -70,10 +70,14 @@ def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int, now: dat
         .order_by(Delivery.due_at, Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        # Materialised, so that it runs once: as a plain IN (subquery) PostgreSQL may re-run
+        # the LIMIT for every row and claim far more than `limit`.
+        .cte("due")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     rows = db.session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(due.scalar_subquery()), Delivery.status == DeliveryStatus.PENDING)
+        .where(Delivery.id == due.c.id, Delivery.status == DeliveryStatus.PENDING)
         .values(
             status=DeliveryStatus.SENDING,
             lease_owner=owner,
@@ -262,7 +266,9 @@ class Sender:
                 else:
                     outcome.unavailable = result.message or f"channel {delivery.channel} unavailable"
                     self._release(rest, due_in=self._backoff)
-                self._channels.pop(delivery.channel, None)
+                channel = self._channels.pop(delivery.channel, None)
+                if channel is not None:
+                    channel.close()  # a refused or broken connection is not reused
                 return outcome
         self._record(results, outcome)
         return outcome

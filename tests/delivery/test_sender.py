@@ -123,3 +123,28 @@ def test_frequency_cap_leaves_out_contacts_who_had_two_messages_today(app, app_c
     run_due()
     reasons = db.session.execute(select(Delivery.reason, func.count()).group_by(Delivery.reason)).all()
     assert dict(reasons) == {"": 6, "frequency_cap": 3}
+
+
+def test_claims_take_at_most_their_limit_and_never_share_a_row(app, app_ctx, team):
+    from portal.campaigns.runner import run_due
+    from portal.delivery.sender import claim, release_expired_leases
+    from portal.models_base import utcnow
+
+    users = _users(team)
+    version = factories.approved_email(users["operations_specialist"], users["reviewer"])
+    factories.add_contacts(20)
+    campaign_id = factories.scheduled_campaign(
+        users["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    run_due()
+    first = claim(campaign_id, "sender-1", 5, lease_seconds=60)
+    second = claim(campaign_id, "sender-2", 5, lease_seconds=60)
+    assert len(first) == len(second) == 5
+    assert not {d.id for d in first} & {d.id for d in second}
+    # A dead sender's claim comes back once its lease has expired, not before.
+    from datetime import timedelta
+
+    assert release_expired_leases(utcnow()) == 0
+    assert release_expired_leases(utcnow() + timedelta(seconds=61)) == 10

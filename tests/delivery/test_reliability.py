@@ -1,0 +1,333 @@
+"""The send pipeline under trouble, with real worker processes, a real Redis and a real SMTP
+server: a killed worker, an SMTP outage, a flushed Redis, an unsubscribe mid-campaign,
+mixed replies in one batch, and two workers with overlapping schedulers.
+
+The campaign tick runs in this process every few tenths of a second (standing in for the
+scheduler); sender jobs run in `python -m jobs.worker` processes."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.audience.models import Contact
+from portal.campaigns.models import Campaign, CampaignStatus
+from portal.delivery.models import Delivery, DeliveryStatus
+from portal.extensions import db
+from tests import factories
+
+# Short leases and retries, so that recovery happens within a test's patience.
+FAST = {
+    "DELIVERY_LEASE_SECONDS": 3,
+    "DELIVERY_RETRY_DELAYS": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+    "DELIVERY_CHANNEL_BACKOFF_SECONDS": 1,
+    "SENDER_JOB_SECONDS": 10,
+    "DELIVERY_BATCH_SIZE": 200,
+}
+
+
+@pytest.fixture
+def fast_pipeline(app):
+    previous = {key: app.config[key] for key in FAST}
+    app.config.update(FAST)
+    yield {key: str(value) for key, value in FAST.items()}
+    app.config.update(previous)
+
+
+@pytest.fixture
+def team(app, app_ctx, make_user):
+    return factories.people(make_user)
+
+
+def _campaign(team, contacts: int, steps: list[dict] | None = None, **fields) -> tuple[int, list[int]]:
+    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
+    ids = factories.add_contacts(contacts)
+    steps = steps or [{"kind": "message", "channel": "email", "content_version_id": version}]
+    return factories.scheduled_campaign(team["marketing_manager"], factories.segment_of(), steps, **fields), ids
+
+
+class Ticker(threading.Thread):
+    """Runs the campaign tick every `interval` seconds in its own app context."""
+
+    def __init__(self, app, interval: float = 0.3) -> None:
+        super().__init__(daemon=True)
+        self.app, self.interval = app, interval
+        self.stopping = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        from jobs.sending import run_campaigns
+
+        with self.app.app_context():
+            while not self.stopping.is_set():
+                try:
+                    run_campaigns()
+                except Exception as exc:  # a locked SQLite or a flushed Redis: the next tick retries
+                    db.session.rollback()
+                    self.errors.append(exc)
+                finally:
+                    db.session.remove()
+                self.stopping.wait(self.interval)
+
+
+@contextmanager
+def ticking(app, count: int = 1) -> Iterator[list[Ticker]]:
+    tickers = [Ticker(app) for _ in range(count)]
+    for ticker in tickers:
+        ticker.start()
+    try:
+        yield tickers
+    finally:
+        for ticker in tickers:
+            ticker.stopping.set()
+        for ticker in tickers:
+            ticker.join(timeout=30)
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _status(campaign_id: int) -> str:
+    db.session.expire_all()
+    status = db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    db.session.commit()
+    return status
+
+
+def _received(smtp) -> collections.Counter:
+    return collections.Counter(m["to"][0] for m in list(smtp.messages))
+
+
+def _emails(ids: list[int]) -> set[str]:
+    return set(db.session.scalars(select(Contact.email).where(Contact.id.in_(ids))))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _kill_hard(process) -> None:
+    """kill -9 the worker and its work horse, as a crashing machine would."""
+    for child in _children(process.pid):
+        os.kill(child, signal.SIGKILL)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def test_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_flight(
+    app, app_ctx, smtp, team, fast_pipeline, start_worker
+):
+    from portal.delivery.sender import RECORD_EVERY
+
+    campaign_id, ids = _campaign(team, 10_000)
+    worker = start_worker("sending", extra_env=fast_pipeline)
+    with ticking(app):
+        _wait_for(lambda: len(smtp.messages) >= 3_000, 120, "3,000 messages")
+        _kill_hard(worker)
+        killed_at = len(smtp.messages)
+        start_worker("sending", extra_env=fast_pipeline)
+        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 240, "the campaign to complete")
+    assert killed_at < 10_000  # the kill came in the middle of the send
+    received = _received(smtp)
+    assert set(received) == _emails(ids)  # none lost
+    duplicated = sum(n - 1 for n in received.values())
+    # Each sender slot had at most one chunk sent but not yet recorded when it was killed.
+    assert duplicated <= 2 * RECORD_EVERY, (duplicated, killed_at)
+    counts = dict(
+        db.session.execute(
+            select(Delivery.status, func.count()).where(Delivery.campaign_id == campaign_id).group_by(Delivery.status)
+        ).all()
+    )
+    assert counts == {DeliveryStatus.SENT: 10_000}
+
+
+def test_smtp_outage_mid_send_resumes_by_itself(app, app_ctx, team, fast_pipeline, start_worker):
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import RecordingHandler, free_port
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+    campaign_id, ids = _campaign(team, 2_000)
+    start_worker("sending", extra_env={**fast_pipeline, "SMTP_URL": app.config["SMTP_URL"]})
+    try:
+        with ticking(app):
+            _wait_for(lambda: len(handler.messages) >= 500, 60, "500 messages")
+            controller.stop()
+            down_at = len(handler.messages)
+            time.sleep(4)
+            controller = Controller(handler, hostname="127.0.0.1", port=port)
+            controller.start()
+            _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+    finally:
+        controller.stop()
+    assert down_at < 2_000
+    received = _received(handler)
+    assert set(received) == _emails(ids)
+    assert sum(n - 1 for n in received.values()) <= 2  # at most the message cut off by the outage
+
+
+def test_flushed_redis_mid_campaign_is_rebuilt_from_the_ledger(app, app_ctx, smtp, team, fast_pipeline, start_worker):
+    campaign_id, ids = _campaign(team, 3_000)
+    start_worker("sending", extra_env=fast_pipeline)
+    with ticking(app):
+        _wait_for(lambda: len(smtp.messages) >= 800, 60, "800 messages")
+        app.extensions["redis"].flushall()
+        flushed_at = len(smtp.messages)
+        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+    assert flushed_at < 3_000
+    received = _received(smtp)
+    assert set(received) == _emails(ids)
+    assert all(n == 1 for n in received.values())
+
+
+def test_two_workers_and_overlapping_schedulers_send_each_message_once(
+    app, app_ctx, smtp, team, fast_pipeline, start_worker
+):
+    from jobs.sending import send_deliveries  # noqa: F401 - the job the extra copies run
+    from portal.queue import enqueue
+
+    campaign_id, ids = _campaign(team, 3_000)
+    start_worker("sending", extra_env=fast_pipeline)
+    start_worker("sending", extra_env=fast_pipeline)
+    with ticking(app, count=2):
+        # RQ re-running a sender, or a second scheduler enqueueing one: extra copies per slot.
+        for slot in (0, 1, 0, 1):
+            enqueue("jobs.sending.send_deliveries", campaign_id, slot, kind="send", queue="sending", track=False)
+        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+    received = _received(smtp)
+    assert set(received) == _emails(ids)
+    assert max(received.values()) == 1
+    rows = db.session.scalar(select(func.count()).where(Delivery.campaign_id == campaign_id))
+    assert rows == 3_000
+
+
+def test_mixed_replies_in_one_batch_each_get_their_treatment(app, app_ctx, team, fast_pipeline, scripted_smtp):
+    from jobs.sending import run_campaigns, send_deliveries
+
+    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{scripted_smtp.port}"
+    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
+    ids = {}
+    for local in ("accepted", "busy", "nouser", "blocked"):
+        (ids[local],) = factories.add_contacts(1, prefix=local)
+        db.session.get(Contact, ids[local]).email = f"{local}@example.org"
+    db.session.commit()
+    campaign_id = factories.scheduled_campaign(
+        team["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    run_campaigns()
+    send_deliveries(campaign_id)
+
+    def state(local):
+        db.session.expire_all()
+        return db.session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.result_code).where(Delivery.contact_id == ids[local])
+        ).one()
+
+    assert state("accepted").status == DeliveryStatus.SENT
+    assert state("busy").status == DeliveryStatus.PENDING and state("busy").result_code == 450  # retried later
+    assert state("nouser").status == DeliveryStatus.BOUNCED
+    assert db.session.get(Contact, ids["nouser"]).suppressed  # hard bounce: never again
+    blocked = state("blocked")
+    assert blocked.status == DeliveryStatus.PENDING and blocked.attempts == 0  # not the recipient's fault
+    campaign = db.session.get(Campaign, campaign_id)
+    assert campaign.status == CampaignStatus.PAUSED  # the block list refused us: pause, suppress nobody
+    assert "blocked" in campaign.pause_reason
+    assert not db.session.get(Contact, ids["blocked"]).suppressed
+    assert [m["to"] for m in scripted_smtp.messages] == [["accepted@example.org"]]
+
+
+def test_busy_mailbox_is_retried_with_backoff_then_counted_as_soft_bounce(
+    app, app_ctx, team, fast_pipeline, scripted_smtp
+):
+    from jobs.sending import run_campaigns, send_deliveries
+
+    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{scripted_smtp.port}"
+    app.config["DELIVERY_RETRY_DELAYS"] = "0,0"
+    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
+    (busy,) = factories.add_contacts(1)
+    db.session.get(Contact, busy).email = "busy@example.org"
+    db.session.commit()
+    campaign_id = factories.scheduled_campaign(
+        team["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    run_campaigns()
+    for _ in range(4):
+        send_deliveries(campaign_id)
+    row = db.session.execute(select(Delivery.status, Delivery.reason, Delivery.attempts)).one()
+    assert tuple(row) == (DeliveryStatus.FAILED, "soft_bounce", 3)
+
+
+def test_recipient_who_unsubscribes_mid_campaign_gets_nothing_more(app, app_ctx, smtp, team, client):
+    import email as email_lib
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from jobs.sending import send_deliveries
+    from portal.campaigns.runner import run_due
+    from portal.delivery.sender import Sender, claim
+    from portal.delivery.tokens import tracking_tokens
+    from portal.models_base import utcnow
+
+    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
+    message = {"kind": "message", "channel": "email", "content_version_id": version}
+    campaign_id, _ids = _campaign(team, 20, steps=[message, {"kind": "delay", "config": {"hours": 1}}, message])
+    now = utcnow()
+    run_due(now)
+    with Sender(app) as sender:  # the first five go out
+        sender.send(claim(campaign_id, sender.owner, 5, 60))
+    # One who got the first message unsubscribes with its one-click link ...
+    after_first = smtp.messages[0]["to"][0]
+    link = email_lib.message_from_bytes(smtp.messages[0]["data"])["List-Unsubscribe"].strip("<>")
+    assert client.post(link.split(":5000", 1)[-1], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    # ... and one whose first message is still waiting unsubscribes too.
+    waiting = db.session.scalar(
+        select(Delivery).where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.PENDING).limit(1)
+    )
+    before_any = db.session.get(Contact, waiting.contact_id).email
+    token = tracking_tokens(app).unsubscribe_token(waiting.id, waiting.contact_id)
+    assert client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+    send_deliveries(campaign_id)
+    run_due(now + timedelta(hours=1, minutes=1))
+    # An hour later: the second message's deliveries are due now.
+    db.session.execute(update(Delivery).where(Delivery.status == DeliveryStatus.PENDING).values(due_at=utcnow()))
+    db.session.commit()
+    send_deliveries(campaign_id)
+
+    received = _received(smtp)
+    assert received[after_first] == 1
+    assert received[before_any] == 0
+    others = {address: n for address, n in received.items() if address not in (after_first, before_any)}
+    assert len(others) == 18 and set(others.values()) == {2}
