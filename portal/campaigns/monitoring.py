@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from portal import audit, settings
-from portal.campaigns.models import Campaign, CampaignStatus
+from portal.campaigns.models import AbResult, Campaign, CampaignStatus, CampaignStep
 from portal.delivery.models import OPEN_STATUSES, Delivery, DeliveryStatus
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -144,3 +144,13 @@ def alert_history(campaign_id: int) -> list[dict[str, Any]]:
         .limit(20)
     )
     return [{"at": e.created_at, "reason": (e.details or {}).get("reason", "")} for e in events]
+
+
+def ab_results(campaign_id: int) -> list[AbResult]:
+    return list(
+        db.session.scalars(
+            select(AbResult)
+            .join(CampaignStep, CampaignStep.id == AbResult.step_id)
+            .where(CampaignStep.campaign_id == campaign_id)
+        )
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal.access import Permission, require
 from portal.audience.models import Segment
-from portal.campaigns import diagram, publishing, service
+from portal.campaigns import diagram, monitoring, publishing, service
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.content.models import Asset, AssetVersion, VersionStatus
 from portal.extensions import db
@@ -48,6 +48,14 @@ ACTION_LABELS = {
     "change_score": _l("change score"),
 }
 
+EXCLUSION_LABELS = {
+    "suppressed": _l("suppressed"),
+    "unsubscribed": _l("unsubscribed"),
+    "no_consent": _l("no consent"),
+    "no_address": _l("no address"),
+    "frequency_cap": _l("over the frequency cap"),
+}
+
 
 def _actor():
     return current_user._get_current_object()
@@ -77,6 +85,7 @@ def campaign_labels():
         "campaign_status_label": lambda s: STATUS_LABELS.get(s, s),
         "step_kind_label": lambda k: KIND_LABELS.get(k, k),
         "step_label": step_label,
+        "exclusion_label": lambda r: EXCLUSION_LABELS.get(r, r),
     }
 
 
@@ -134,7 +143,24 @@ def show(campaign_id: int):
         actions=ACTION_LABELS,
         kinds=KIND_LABELS,
         metrics=service.GOAL_METRICS,
+        **_progress_context(campaign),
     )
+
+
+def _progress_context(campaign: Campaign) -> dict:
+    return {
+        "progress": monitoring.progress(campaign.id),
+        "alerts": monitoring.alert_history(campaign.id),
+        "ab_results": monitoring.ab_results(campaign.id),
+    }
+
+
+@bp.get("/<int:campaign_id>/progress")
+@require(Permission.CAMPAIGN_VIEW)
+def progress(campaign_id: int):
+    """The sending progress, polled by the campaign page while the campaign runs."""
+    campaign = db.session.get(Campaign, campaign_id) or abort(404)
+    return render_template("campaigns/_progress.html", campaign=campaign, **_progress_context(campaign))
 
 
 @bp.post("/<int:campaign_id>/settings")

@@ -227,3 +227,30 @@ def test_messages_planned_outside_the_send_window_wait_for_it_to_open(people):
     assert (opening - late) == timedelta(hours=10, minutes=30)
     inside = utcnow().replace(hour=2, minute=0)  # 10:00 in Shanghai
     assert next_send_time(campaign, inside) == inside
+
+
+def test_campaign_page_shows_progress_and_why_it_was_paused(app, client, login_as, people, version):
+    from portal.campaigns.monitoring import check_alerts
+
+    factories.add_contacts(120)
+    campaign_id = factories.scheduled_campaign(people["marketing_manager"], factories.segment_of(), [_message(version)])
+    run_due()
+    # 113 sent, 7 hard bounces: a delivery rate of 94.2 % (fine) but a bounce rate of 5.8 %.
+    ids = db.session.scalars(select(Delivery.id).order_by(Delivery.id)).all()
+    db.session.execute(
+        Delivery.__table__.update().where(Delivery.id.in_(ids[:113])).values(status="sent", sent_at=utcnow())
+    )
+    db.session.execute(Delivery.__table__.update().where(Delivery.id.in_(ids[113:])).values(status="bounced"))
+    db.session.commit()
+    assert "Bounce rate 5.8%" in check_alerts(campaign_id)
+    assert db.session.get(Campaign, campaign_id).status == CampaignStatus.PAUSED
+    owner_notes = db.session.scalars(
+        select(Notification.message).where(Notification.user_id == people["marketing_manager"].id)
+    ).all()
+    assert [n for n in owner_notes if "自动暂停" in n and "5.8%" in n]
+
+    login_as("operations_specialist")
+    page = client.get(f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'id="progress-sent">113<' in page and 'id="progress-bounced">7<' in page
+    assert "Bounce rate 5.8%" in page
+    assert "every 2s" not in page  # a paused campaign's progress stops polling
