@@ -14,6 +14,7 @@ the ledger's claims make that harmless.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 
 from flask import current_app
@@ -128,8 +129,15 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
                     break
         check_alerts(campaign_id)
     connection.delete(heartbeat)
-    log.info("campaign %s sender: %s timings %s", campaign_id, totals, sender.timings.as_dict())
-    return {**totals, **{f"seconds_{k}": v for k, v in sender.timings.as_dict().items() if k != "messages"}}
+    timings = sender.timings.as_dict()
+    # This process's peak memory (a forked work horse: its own high-water mark).
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("campaign %s sender: %s timings %s peak %.0f MB", campaign_id, totals, timings, peak_rss_mb)
+    return {
+        **totals,
+        **{f"seconds_{k}": v for k, v in timings.items() if k != "messages"},
+        "peak_rss_mb": peak_rss_mb,
+    }
 
 
 def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) -> dict[str, int]:

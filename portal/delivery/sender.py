@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from portal.audience.models import ConsentStatus, Contact, ContactConsent, ContactEvent, EventKind
 from portal.campaigns.models import Campaign, CampaignStatus
@@ -41,13 +41,16 @@ from portal.models_base import utcnow
 log = logging.getLogger(__name__)
 
 # Results are committed after this many messages: the most a killed worker can leave sent
-# but unrecorded (and so send again after its lease expires).
-RECORD_EVERY = 50
+# but unrecorded (and so send again after its lease expires). Each commit costs a WAL flush
+# and a status check, so fewer, larger chunks send faster; 100 keeps that cost near 10 µs
+# a message while bounding the repeats of a crash to a fraction of a second of sending.
+RECORD_EVERY = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
+    campaign_id: int
     contact_id: int
     step_id: int
     channel: str
@@ -86,6 +89,7 @@ def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int, now: dat
         )
         .returning(
             Delivery.id,
+            Delivery.campaign_id,
             Delivery.contact_id,
             Delivery.step_id,
             Delivery.channel,
@@ -144,6 +148,10 @@ class _Material:
     campaign_name: str
     tracker: LinkTracker | None = None
     skeleton: Any = None
+    # The HTML template with its links already tracked (see LinkTracker.prepare), and
+    # whether template-built links remain to be rewritten after rendering.
+    html: Any = None
+    dynamic_links: bool = False
 
 
 @dataclass
@@ -227,7 +235,12 @@ class Sender:
             )
             material = _Material(content=content, campaign_name=campaign_name or "")
             if delivery.channel == "email":
-                material.tracker = LinkTracker(self.tokens, self.config["PUBLIC_BASE_URL"])
+                from portal.delivery.render import compile_template
+
+                tracker = LinkTracker(self.tokens, self.config["PUBLIC_BASE_URL"])
+                prepared, material.dynamic_links = tracker.prepare(content.html_body)
+                material.html = compile_template(prepared, html=True)
+                material.tracker = tracker
                 material.skeleton = MessageSkeleton(self.config["MAIL_FROM"], dkim=DkimSigner.from_config(self.config))
             self._materials[key] = material
         return material
@@ -243,9 +256,9 @@ class Sender:
         results: list[tuple[Claimed, SendResult | str]] = []
         for number, delivery in enumerate(batch):
             if number and number % RECORD_EVERY == 0:
-                self._record(results, outcome)
+                still_running = self._record(results, outcome)
                 results = []
-                if not self._still_running(batch[0]):
+                if not still_running:
                     self._release(batch[number:], due_in=0)
                     return outcome
             contact = contacts.get(delivery.contact_id)
@@ -314,13 +327,16 @@ class Sender:
         }
         try:
             if delivery.channel == "email":
-                tracker = material.tracker
-                unsubscribe_url = tracker.unsubscribe_url(delivery.id, delivery.contact_id)  # type: ignore[union-attr]
+                tracker: LinkTracker = material.tracker  # type: ignore[assignment]
+                unsubscribe_url = tracker.unsubscribe_url(delivery.id, delivery.contact_id)
                 variables["unsubscribe_url"] = unsubscribe_url
                 subject = templates["subject"].render(variables)
-                html = templates["html_body"].render(variables)
                 text = templates["text_body"].render(variables)
-                html = tracker.rewrite(html, delivery.id, delivery.contact_id, unsubscribe_url=unsubscribe_url)  # type: ignore[union-attr]
+                html = tracker.fill(material.html.render(variables), delivery.id, delivery.contact_id)
+                if material.dynamic_links:
+                    html = tracker.rewrite(html, delivery.id, delivery.contact_id, unsubscribe_url=unsubscribe_url)
+                else:
+                    html = tracker.add_pixel(html, delivery.id, delivery.contact_id)
                 t1 = time.perf_counter()
                 message = material.skeleton.build(
                     to_email=contact["email"],
@@ -368,15 +384,6 @@ class Sender:
 
         return unsubscribe_mailto(address, self.tokens.unsubscribe_token(delivery.id, delivery.contact_id))
 
-    def _still_running(self, delivery: Claimed) -> bool:
-        status = db.session.scalar(
-            select(Campaign.status)
-            .join(Delivery, Delivery.campaign_id == Campaign.id)
-            .where(Delivery.id == delivery.id)
-        )
-        db.session.commit()  # end the read: the next check must see a fresh status
-        return status == CampaignStatus.RUNNING
-
     def _release(self, rest: list[Claimed], due_in: int) -> None:
         """Give back claimed deliveries that were not attempted (the attempt is not counted)."""
         if not rest:
@@ -400,11 +407,17 @@ class Sender:
         self.timings.database += time.perf_counter() - started
 
     # -- recording ----------------------------------------------------------------------------
-    def _record(self, results: list[tuple[Claimed, SendResult | str]], outcome: BatchOutcome) -> None:
-        """Write a chunk's results in a few statements and commit."""
+    def _record(self, results: list[tuple[Claimed, SendResult | str]], outcome: BatchOutcome) -> bool:
+        """Write a chunk's results in a few statements and commit; True while the campaign
+        is still running (read in the same transaction: a pause stops the next chunk)."""
         if not results:
-            return
+            return True
         started = time.perf_counter()
+        if db.session.get_bind().dialect.name == "postgresql":
+            # Not waiting for the WAL flush: a crash of the database server itself could
+            # forget the last fraction of a second of results, and those messages would be
+            # sent again, the same as messages in flight when a worker dies; none is lost.
+            db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         now = utcnow()
         sent_ids: list[int] = []
         changes: list[dict[str, Any]] = []
@@ -468,11 +481,12 @@ class Sender:
         if pause_reason:
             from portal.campaigns.monitoring import pause_for
 
-            campaign_id = db.session.scalar(select(Delivery.campaign_id).where(Delivery.id == results[0][0].id))
-            pause_for(campaign_id, f"The mail server refused the sender: {pause_reason}"[:1000])
+            pause_for(results[0][0].campaign_id, f"The mail server refused the sender: {pause_reason}"[:1000])
             outcome.paused = pause_reason
+        status = db.session.scalar(select(Campaign.status).where(Campaign.id == results[0][0].campaign_id))
         db.session.commit()
         self.timings.database += time.perf_counter() - started
+        return status == CampaignStatus.RUNNING
 
     def _retry_delay(self, attempts: int) -> int | None:
         if attempts < 1 or attempts > len(self._retry_delays):

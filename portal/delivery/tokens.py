@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import secrets
 from typing import Any, NamedTuple
 
 from itsdangerous import BadData, URLSafeSerializer
@@ -145,6 +146,9 @@ class LinkTracker:
         self.base_url = base_url.rstrip("/")
         self._skip_prefixes = (self.base_url + "/u/", self.base_url + "/t/")
         self._link_tokens: dict[str, str] = {}
+        # Stands for the recipient's click prefix in a prepared template; random, so that no
+        # template or contact value can contain it.
+        self._marker = f"\x00{secrets.token_hex(8)}\x00"
         # href as written in the HTML -> its link token, or None for a link left alone.
         self._href_tokens: dict[str, str | None] = {}
 
@@ -161,6 +165,54 @@ class LinkTracker:
 
     def unsubscribe_url(self, delivery_id: int | None, contact_id: int) -> str:
         return f"{self.base_url}/u/{self.tokens.unsubscribe_token(delivery_id, contact_id)}"
+
+    _TEMPLATE_CODE = re.compile(r"\{[{%#]")
+    _UNSUBSCRIBE_VALUE = re.compile(r"^\{\{-?\s*unsubscribe_url\s*-?\}\}$")
+
+    def prepare(self, source: str) -> tuple[str, bool]:
+        """The approved HTML template with every literal http(s) link already pointing at
+        the click redirect: its signed link token in place and, for the recipient's part, a
+        random marker that `fill` replaces after rendering (one C-speed replace instead of
+        a template variable per link or a regex over each recipient's HTML). Returns
+        (prepared source, whether links built by template code remain, which `rewrite`
+        must still handle after rendering)."""
+        dynamic = False
+
+        def replace(match: re.Match[str]) -> str:
+            nonlocal dynamic
+            raw = match.group(2)
+            if raw is None:
+                raw = match.group(3) if match.group(3) is not None else match.group(4)
+            if self._TEMPLATE_CODE.search(raw):
+                dynamic = dynamic or not self._UNSUBSCRIBE_VALUE.match(raw.strip())
+                return match.group(0)
+            url = (html_lib.unescape(raw) if "&" in raw else raw).strip()
+            if not _is_http(url) or url.startswith(self._skip_prefixes):
+                return match.group(0)
+            return f'{match.group(1)}"{self._marker}{self.link_token(url)}"'
+
+        return _HREF.sub(replace, source), dynamic
+
+    def fill(self, html: str, delivery_id: int | None, contact_id: int) -> str:
+        """A prepared template's rendering with this recipient's click prefix in its links."""
+        prefix = f"{self.base_url}/t/c/{self.tokens.click_token(delivery_id, contact_id)}/"
+        return html.replace(self._marker, prefix)
+
+    def add_pixel(self, html: str, delivery_id: int | None, contact_id: int) -> str:
+        """`html` with the open pixel before `</body>` (or at the end)."""
+        image = (
+            f'<img src="{self.open_pixel_url(delivery_id, contact_id)}" width="1" height="1" '
+            'alt="" style="border:0;width:1px;height:1px">'
+        )
+        end = html.rfind("</body>")
+        if end < 0:
+            # Only the tail can hold a closing tag in another case: no lowering of 20 KB.
+            tail = len(html) - 512 if len(html) > 512 else 0
+            found = html[tail:].lower().rfind("</body>")
+            end = tail + found if found >= 0 else -1
+        if end < 0:
+            return html + image
+        return html[:end] + image + html[end:]
 
     def rewrite(
         self,
@@ -198,13 +250,4 @@ class LinkTracker:
         rewritten = _HREF.sub(replace, html)
         if not pixel:
             return rewritten
-        image = (
-            f'<img src="{self.open_pixel_url(delivery_id, contact_id)}" width="1" height="1" '
-            'alt="" style="border:0;width:1px;height:1px">'
-        )
-        end = rewritten.rfind("</body>")
-        if end < 0:
-            end = rewritten.lower().rfind("</body>")
-        if end < 0:
-            return rewritten + image
-        return rewritten[:end] + image + rewritten[end:]
+        return self.add_pixel(rewritten, delivery_id, contact_id)

@@ -238,3 +238,24 @@ def test_dkim_signer_comes_from_config_only_when_fully_configured(dkim_key, tmp_
     config["DKIM_DOMAIN"] = "example.com"
     signer = DkimSigner.from_config(config)
     assert (signer.selector, signer.domain) == ("s1", "example.com")
+
+
+def test_long_chinese_subjects_and_names_fold_into_encoded_words_that_decode_back():
+    import email
+    from email import policy
+
+    from portal.delivery.mime import MessageSkeleton
+
+    subject = "尊敬的王小明先生，诚邀您参加2026秋季智能制造新品发布会暨客户答谢晚宴（上海站）" * 2
+    name = "上海云启科技市场部王小明"
+    data = MessageSkeleton("市场部 <marketing@example.com>").build(
+        to_email="c1@example.org", to_name=name, subject=subject, text="你好", message_id="<d1.a@example.com>"
+    )
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    subject_at = next(i for i, line in enumerate(lines) if line.startswith(b"Subject:"))
+    assert all(len(line) <= 78 for line in lines[subject_at:] if line.startswith((b"Subject:", b" ")))
+    assert all(len(line) <= 998 for line in lines)
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert message["Subject"] == subject
+    assert message["To"].addresses[0].display_name == name

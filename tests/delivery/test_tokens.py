@@ -103,3 +103,24 @@ def test_each_recipient_gets_their_own_click_token(tokens):
     assert first != second
     # ... but the signed destination is shared (signed once per distinct URL).
     assert first.rsplit("/", 1)[1] == second.rsplit("/", 1)[1]
+
+
+def test_prepared_template_tracks_literal_links_and_leaves_template_built_ones_for_later(tokens):
+    from portal.delivery.render import compile_template
+    from portal.delivery.tokens import LinkTracker
+
+    tracker = LinkTracker(tokens, "https://mkt.example.com")
+    source = (
+        '<a href="https://shop.example.com/a?x=1&amp;y=2">A</a>'
+        '<a href="{{ unsubscribe_url }}">退订</a><a href="mailto:sales@example.com">mail</a>'
+    )
+    prepared, dynamic = tracker.prepare(source)
+    assert not dynamic  # the unsubscribe link is the portal's own, not a tracked one
+    rendered = compile_template(prepared, html=True).render({"unsubscribe_url": "https://mkt.example.com/u/tok"})
+    html = tracker.fill(rendered, 7, 42)
+    click = html.split('href="', 1)[1].split('"', 1)[0]
+    click_token, link_token = click.removeprefix("https://mkt.example.com/t/c/").split("/")
+    assert tokens.read_click(click_token, link_token) == ((7, 42), "https://shop.example.com/a?x=1&y=2")
+    assert 'href="https://mkt.example.com/u/tok"' in html and 'href="mailto:sales@example.com"' in html
+    assert "\x00" not in html
+    assert tracker.prepare('<a href="https://x.example.com/{{ contact.city }}">x</a>')[1]  # built by the template

@@ -279,7 +279,8 @@ class SmtpSession:
             return classify_reply(rcpt_code, _decode(rcpt_text), stage="rcpt")
         if data_code != 354:
             return classify_reply(data_code, _decode(replies[2][1]), stage="data")
-        body = _LEADING_DOT.sub(b"..", message)
+        # Dot-stuffing (RFC 5321 4.5.2); the scan is skipped when no line starts with a dot.
+        body = _LEADING_DOT.sub(b"..", message) if message.startswith(b".") or b"\n." in message else message
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.send(body + b".\r\n")
