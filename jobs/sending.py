@@ -141,49 +141,22 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
 
 
 def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) -> dict[str, int]:
-    """Render each test send's step as its contact (or the sample contact), mark the subject
-    [TEST], and send it over one SMTP connection. Idempotent: sent rows are skipped."""
-    from portal.audience.models import Contact
+    """Render each test send's step as its contact (or the sample contact), mark it [TEST],
+    and send it through the step's real channel: email over one SMTP connection, SMS through
+    the gateway, WeCom through the robot. Idempotent: sent rows are skipped."""
     from portal.campaigns.models import TestSend
-    from portal.content.service import approved_version
-    from portal.delivery.channels.smtp import SmtpSession
-    from portal.delivery.mime import DkimSigner, MessageSkeleton, make_message_id
-    from portal.delivery.render import CONTACT_FIELDS, contact_variables, sample_variables
-    from portal.delivery.tokens import tracking_tokens
 
-    config = current_app.config
-    tokens = tracking_tokens(current_app)
-    skeleton = MessageSkeleton(
-        config["MAIL_FROM"], extra_headers={"X-Portal-Test": "yes"}, dkim=DkimSigner.from_config(config)
-    )
-    domain = skeleton.envelope_from.rsplit("@", 1)[1]
     outcome = {"sent": 0, "failed": 0}
-    with tracked(job_run_id) as progress, SmtpSession.from_url(config["SMTP_URL"]) as smtp:
+    with tracked(job_run_id) as progress, _TestChannels(current_app.config) as channels:
         rows = [db.session.get(TestSend, i) for i in test_send_ids]
         for number, row in enumerate(rows, start=1):
             if row is None or row.status == "sent":
                 continue
             try:
-                content = approved_version(row.content_version_id)
-                variables = sample_variables()
-                contact = db.session.get(Contact, row.contact_id) if row.contact_id else None
-                if contact is not None:
-                    variables["contact"] = contact_variables({k: getattr(contact, k) for k in CONTACT_FIELDS})
-                unsubscribe_url = f"{config['PUBLIC_BASE_URL']}/u/{tokens.test_unsubscribe_token(row.id)}"
-                variables["unsubscribe_url"] = unsubscribe_url
-                subject = "[TEST] " + content.templates["subject"].render(variables)
-                message = skeleton.build(
-                    to_email=row.recipient,
-                    subject=subject,
-                    html=content.templates["html_body"].render(variables),
-                    text=content.templates["text_body"].render(variables),
-                    message_id=make_message_id(f"test-{row.id}", domain),
-                    unsubscribe_url=unsubscribe_url,
-                )
-                result = smtp.send(skeleton.envelope_from, row.recipient, message)
+                subject, result = channels.send(row)
                 row.subject = subject[:400]
                 row.status = "sent" if result.ok else "failed"
-                row.message = "" if result.ok else f"{result.code} {result.message}"[:1000]
+                row.message = "" if result.ok else f"{result.code} {result.detail} {result.message}".strip()[:1000]
             except Exception as exc:
                 row.status, row.message = "failed", f"{type(exc).__name__}: {exc}"[:1000]
             row.sent_at = utcnow() if row.status == "sent" else None
@@ -191,3 +164,77 @@ def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) 
             db.session.commit()
             progress.update(100 * number // max(len(rows), 1), f"{outcome['sent']} sent, {outcome['failed']} failed")
     return outcome
+
+
+class _TestChannels:
+    """The real channels, opened on first use, for one run of test sends."""
+
+    def __init__(self, config) -> None:
+        from portal.delivery.mime import DkimSigner, MessageSkeleton
+
+        self.config = config
+        self.skeleton = MessageSkeleton(
+            config["MAIL_FROM"], extra_headers={"X-Portal-Test": "yes"}, dkim=DkimSigner.from_config(config)
+        )
+        self.channels: dict[str, object] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+    def _channel(self, name: str):
+        if name not in self.channels:
+            if name == "email":
+                from portal.delivery.channels.smtp import SmtpSession
+
+                self.channels[name] = SmtpSession.from_url(self.config["SMTP_URL"])
+            elif name == "sms":
+                from portal.delivery.channels.sms import SmsChannel
+
+                self.channels[name] = SmsChannel.from_config(self.config)
+            else:
+                from portal.delivery.channels.wecom import WeComRobot
+
+                self.channels[name] = WeComRobot.from_config(self.config)
+        return self.channels[name]
+
+    def send(self, row):
+        """(what was sent, as a subject line for the history; the channel's result)."""
+        from portal.audience.models import Contact
+        from portal.content.service import approved_version
+        from portal.delivery.mime import make_message_id
+        from portal.delivery.render import CONTACT_FIELDS, contact_variables, sample_variables
+        from portal.delivery.tokens import tracking_tokens
+
+        content = approved_version(row.content_version_id)
+        variables = sample_variables()
+        contact = db.session.get(Contact, row.contact_id) if row.contact_id else None
+        if contact is not None:
+            variables["contact"] = contact_variables({k: getattr(contact, k) for k in CONTACT_FIELDS})
+        unsubscribe_url = (
+            f"{self.config['PUBLIC_BASE_URL']}/u/{tracking_tokens(current_app).test_unsubscribe_token(row.id)}"
+        )
+        variables["unsubscribe_url"] = unsubscribe_url
+        if content.kind == "sms":
+            text = "[TEST] " + content.templates["sms_text"].render(variables)
+            return text, self._channel("sms").send(row.recipient, text, message_id=f"test-{row.id}")
+        if content.kind == "wecom":
+            text = "[TEST] " + content.templates["wecom_text"].render(variables)
+            markdown = content.wecom_format == "markdown"
+            return text, self._channel("wecom").send(
+                text, markdown=markdown, mentioned_mobiles=() if markdown else (row.recipient,)
+            )
+        subject = "[TEST] " + content.templates["subject"].render(variables)
+        domain = self.skeleton.envelope_from.rsplit("@", 1)[1]
+        message = self.skeleton.build(
+            to_email=row.recipient,
+            subject=subject,
+            html=content.templates["html_body"].render(variables),
+            text=content.templates["text_body"].render(variables),
+            message_id=make_message_id(f"test-{row.id}", domain),
+            unsubscribe_url=unsubscribe_url,
+        )
+        return subject, self._channel("email").send(self.skeleton.envelope_from, row.recipient, message)

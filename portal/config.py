@@ -35,6 +35,7 @@ ENV_SETTINGS: dict[str, type] = {
     "RATELIMIT_STORAGE_URI": str,
     "SMS_OPT_OUT_TEXT": str,
     "COMPANY_EMAIL_DOMAINS": str,
+    "COMPANY_TEST_MOBILES": str,
     "DKIM_PRIVATE_KEY_PATH": str,
     "DKIM_SELECTOR": str,
     "DKIM_DOMAIN": str,
@@ -78,6 +79,9 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SMS_OPT_OUT_TEXT": "回T退订",
         # Test sends go only to addresses at these domains (comma separated).
         "COMPANY_EMAIL_DOMAINS": "example.com",
+        # Test SMS and WeCom messages go only to these company mobiles (comma separated, E.164;
+        # an entry ending in * allows every number that starts with it).
+        "COMPANY_TEST_MOBILES": "",
         # DKIM signing of outgoing email when all three are set (PEM RSA key file).
         "DKIM_PRIVATE_KEY_PATH": "",
         "DKIM_SELECTOR": "",

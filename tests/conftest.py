@@ -11,11 +11,13 @@ its own (as a browser would), so objects held by the test must be re-read after 
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -457,3 +459,47 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+class Gateway:
+    """A local stand-in for the SMS gateway and the WeCom robot webhook (services outside
+    the machine): records each request and answers with scripted (status, JSON) replies."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.replies: list[tuple[int, object]] = []
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wrappers import Request, Response
+
+        request = Request(environ)
+        body = request.get_data()
+        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        status, payload = self.replies.pop(0) if self.replies else (200, {"code": 0, "errcode": 0})
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        return Response(text, status=status, mimetype="application/json")(environ, start_response)
+
+
+@pytest.fixture(scope="session")
+def gateway_server():
+    from werkzeug.serving import make_server
+
+    handler = Gateway()
+    server = make_server("127.0.0.1", free_port(), handler, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def gateway(gateway_server):
+    """The local gateway, with no recorded requests and no scripted replies."""
+    gateway_server.requests.clear()
+    gateway_server.replies.clear()
+    return gateway_server

@@ -17,7 +17,7 @@ from portal.access import Permission
 from portal.audience import normalise
 from portal.audience.segments import segment_query
 from portal.campaigns.models import Campaign, CampaignStatus, CampaignStep, StepKind, TestAddress, TestSend
-from portal.campaigns.service import CampaignError, get, in_flow_order, validate
+from portal.campaigns.service import CampaignError, get, in_flow_order, validate, versions_to_test
 from portal.extensions import db
 from portal.models_base import utcnow
 from portal.queue import JobRun, enqueue
@@ -27,13 +27,32 @@ def company_domains() -> list[str]:
     return [d.strip().lower() for d in current_app.config["COMPANY_EMAIL_DOMAINS"].split(",") if d.strip()]
 
 
+def company_test_mobiles() -> list[str]:
+    return [m.strip() for m in current_app.config["COMPANY_TEST_MOBILES"].split(",") if m.strip()]
+
+
+def _company_mobile(number: str) -> bool:
+    return any(
+        number.startswith(allowed[:-1]) if allowed.endswith("*") else number == allowed
+        for allowed in company_test_mobiles()
+    )
+
+
 def add_test_address(actor: Any, raw: str) -> TestAddress:
+    """Add an internal test address: an email at a company domain, or (for SMS and WeCom
+    steps) a company mobile number."""
+    raw = (raw or "").strip()
     try:
-        address = normalise.email(raw)
+        if "@" in raw:
+            address = normalise.email(raw)
+            if not address or address.rsplit("@", 1)[1] not in company_domains():
+                raise CampaignError(f"Test addresses must be at a company domain: {', '.join(company_domains())}")
+        else:
+            address = normalise.mobile(raw)
+            if not address or not _company_mobile(address):
+                raise CampaignError("Test mobile numbers must be company numbers (COMPANY_TEST_MOBILES).")
     except normalise.InvalidValue as exc:
         raise CampaignError(str(exc)) from exc
-    if not address or address.rsplit("@", 1)[1] not in company_domains():
-        raise CampaignError(f"Test addresses must be at a company domain: {', '.join(company_domains())}")
     row = db.session.scalar(select(TestAddress).where(TestAddress.user_id == actor.id, TestAddress.value == address))
     if row is None:
         row = TestAddress(user_id=actor.id, value=address)
@@ -68,23 +87,28 @@ def start_test_send(actor: Any, campaign_id: int, step_ids: list[int], contact_i
     steps = [s for s in campaign.steps if s.id in set(step_ids) and s.kind == StepKind.MESSAGE]
     if not steps:
         raise CampaignError("Choose at least one message step.")
+    rows = []
     for step in steps:
         if step.content_version_id is None:
             raise CampaignError(f"Step #{step.id} has no content.")
-        if step.channel and step.channel != "email":
-            raise CampaignError(f"Step #{step.id}: test sends of {step.channel} messages need that channel configured.")
-    rows = [
-        TestSend(
-            campaign_id=campaign.id,
-            step_id=step.id,
-            content_version_id=step.content_version_id,
-            requested_by_id=actor.id,
-            recipient=address.value,
-            contact_id=contact_id,
-        )
-        for step in steps
-        for address in addresses
-    ]
+        # Emails go to test email addresses; SMS and WeCom messages to test mobiles.
+        wants_email = (step.channel or "email") == "email"
+        recipients = [a.value for a in addresses if ("@" in a.value) == wants_email]
+        if not recipients:
+            kind = "email address" if wants_email else "mobile number"
+            raise CampaignError(f"Step #{step.id}: add a test {kind} first.")
+        rows += [
+            TestSend(
+                campaign_id=campaign.id,
+                step_id=step.id,
+                content_version_id=version_id,
+                requested_by_id=actor.id,
+                recipient=recipient,
+                contact_id=contact_id,
+            )
+            for version_id in versions_to_test(step)  # both variants of an A/B test
+            for recipient in recipients
+        ]
     db.session.add_all(rows)
     db.session.flush()
     audit.record(
@@ -123,17 +147,17 @@ def untested_steps(campaign: Campaign) -> list[CampaignStep]:
     for step in campaign.steps:
         if step.kind != StepKind.MESSAGE:
             continue
-        proven = db.session.scalar(
-            select(TestSend.id)
-            .where(
-                TestSend.step_id == step.id,
-                TestSend.status == "sent",
-                TestSend.content_version_id == step.content_version_id,
-                TestSend.created_at >= step.updated_at,
+        proven = set(
+            db.session.scalars(
+                select(TestSend.content_version_id).where(
+                    TestSend.step_id == step.id,
+                    TestSend.status == "sent",
+                    TestSend.created_at >= step.updated_at,
+                )
             )
-            .limit(1)
         )
-        if proven is None:
+        # Every version the step can send: A, and B of an A/B test.
+        if not set(versions_to_test(step)) <= proven:
             missing.append(step)
     return missing
 

@@ -29,39 +29,53 @@ def address_column(channel: str) -> ColumnElement:
     return Contact.email if channel == "email" else Contact.mobile
 
 
-def exclusion_reason(channel: str, now: datetime) -> ColumnElement:
-    """A SQL expression over `contacts`: the reason a contact gets no message on `channel`
-    now, or '' when it may get one. Use inside a SELECT from contacts."""
+def exclusion_reason(channel: str, now: datetime) -> tuple[ColumnElement, Any]:
+    """(reason, recent): a SQL expression over `contacts` giving the reason a contact gets no
+    message on `channel` now, or '' when it may get one, and the subquery of recent
+    messages it reads, which the caller LEFT JOINs on `recent.c.contact_id == Contact.id`."""
     consented = exists().where(
         ContactConsent.contact_id == Contact.id,
         ContactConsent.channel == channel,
         ContactConsent.status == ConsentStatus.GRANTED,
     )
-    return case(
+    recent = recent_messages(now)
+    reason = case(
         (Contact.suppressed.is_(True), literal(ExclusionReason.SUPPRESSED.value)),
         (Contact.unsubscribed.is_(True), literal(ExclusionReason.UNSUBSCRIBED.value)),
         (not_(consented), literal(ExclusionReason.NO_CONSENT.value)),
         (address_column(channel).is_(None), literal(ExclusionReason.NO_ADDRESS.value)),
-        (over_frequency_cap(channel, now), literal(ExclusionReason.FREQUENCY_CAP.value)),
+        (over_frequency_cap(channel, recent), literal(ExclusionReason.FREQUENCY_CAP.value)),
         else_=literal(""),
+    )
+    return reason, recent
+
+
+def recent_messages(now: datetime) -> Any:
+    """Per contact, the marketing messages of the last day (any channel) and of the last
+    week (email): one aggregate over the recent ledger rows, joined to the audience, rather
+    than two counting subqueries per contact."""
+    day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
+    return (
+        select(
+            Delivery.contact_id,
+            func.sum(case((Delivery.due_at > day_ago, 1), else_=0)).label("day"),
+            func.sum(case((Delivery.channel == "email", 1), else_=0)).label("week_email"),
+        )
+        .where(Delivery.status.in_(_COUNTED), Delivery.due_at > week_ago)
+        .group_by(Delivery.contact_id)
+        .subquery("recent")
     )
 
 
-def over_frequency_cap(channel: str, now: datetime) -> ColumnElement:
+def over_frequency_cap(channel: str, recent: Any) -> ColumnElement:
     """True for a contact who already has the most marketing messages allowed: per day on
     any channel, and for prospects (lifecycle stage "new") emails per week."""
     per_day = int(settings.get("sending.max_per_contact_per_day"))
     per_week = int(settings.get("sending.max_emails_per_prospect_per_week"))
-    recent = Delivery.contact_id == Contact.id, Delivery.status.in_(_COUNTED)
-    day_count = select(func.count()).where(*recent, Delivery.due_at > now - timedelta(days=1)).scalar_subquery()
-    capped = day_count >= per_day
+    capped = func.coalesce(recent.c.day, 0) >= per_day
     if channel == "email":
-        week_count = (
-            select(func.count())
-            .where(*recent, Delivery.channel == "email", Delivery.due_at > now - timedelta(days=7))
-            .scalar_subquery()
-        )
-        capped = or_(capped, and_(Contact.lifecycle_stage == LifecycleStage.NEW.value, week_count >= per_week))
+        prospect = Contact.lifecycle_stage == LifecycleStage.NEW.value
+        capped = or_(capped, and_(prospect, func.coalesce(recent.c.week_email, 0) >= per_week))
     return capped
 
 
@@ -89,22 +103,27 @@ def plan_step(
 ) -> None:
     """Write the ledger rows of `step_id` for the contacts selected by `contacts` (a SELECT
     of contact ids). Rows that exist already are left as they are."""
-    reason = exclusion_reason(channel, now)
-    rows = select(
-        literal(campaign_id),
-        literal(step_id),
-        Contact.id,
-        literal(channel),
-        literal(content_version_id),
-        literal(variant),
-        case((reason == "", literal(DeliveryStatus.PENDING.value)), else_=literal(DeliveryStatus.EXCLUDED.value)),
-        reason,
-        literal(due_at, Delivery.due_at.type),
-        literal(0),
-        literal(""),
-        literal(""),
-        literal(now, Delivery.created_at.type),
-    ).where(Contact.id.in_(contacts))
+    reason, recent = exclusion_reason(channel, now)
+    rows = (
+        select(
+            literal(campaign_id),
+            literal(step_id),
+            Contact.id,
+            literal(channel),
+            literal(content_version_id),
+            literal(variant),
+            case((reason == "", literal(DeliveryStatus.PENDING.value)), else_=literal(DeliveryStatus.EXCLUDED.value)),
+            reason,
+            literal(due_at, Delivery.due_at.type),
+            literal(0),
+            literal(""),
+            literal(""),
+            literal(now, Delivery.created_at.type),
+        )
+        .select_from(Contact)
+        .outerjoin(recent, recent.c.contact_id == Contact.id)
+        .where(Contact.id.in_(contacts))
+    )
     columns = Delivery.__table__.c
     db.session.execute(
         insert_ignoring_duplicates(
@@ -132,8 +151,14 @@ def plan_step(
 def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, int]:
     """How many of `contacts` (a SELECT of contact ids) would be excluded, per reason, and
     how many would enter ("entering"): the audience preview."""
-    reason = exclusion_reason(channel, now).label("reason")
-    counted = select(reason).where(Contact.id.in_(contacts)).subquery()
+    reason, recent = exclusion_reason(channel, now)
+    counted = (
+        select(reason.label("reason"))
+        .select_from(Contact)
+        .outerjoin(recent, recent.c.contact_id == Contact.id)
+        .where(Contact.id.in_(contacts))
+        .subquery()
+    )
     rows = db.session.execute(select(counted.c.reason, func.count()).group_by(counted.c.reason)).all()
     counts = {r.value: 0 for r in ExclusionReason}
     counts["entering"] = 0

@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import json
 import time
 
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from portal.auth.models import User
 from portal.campaigns import publishing, service
-from portal.campaigns.models import Campaign, TestSend
+from portal.campaigns.models import Campaign, CampaignStep, TestSend
 from portal.extensions import db
 
 
@@ -151,3 +152,99 @@ def test_pause_then_cancel_and_nothing_after_cancel(app, campaign):
             publishing.change_status(actor, campaign["id"], "pause")
         with pytest.raises(service.CampaignError):
             publishing.publish(actor, campaign["id"])
+
+
+def test_test_mobiles_are_limited_to_company_numbers(app, campaign):
+    app.config["COMPANY_TEST_MOBILES"] = "+8613800138000,+86139001*"
+    try:
+        with app.app_context():
+            actor = user(campaign["manager"])
+            assert publishing.add_test_address(actor, "138 0013 8000").value == "+8613800138000"
+            assert publishing.add_test_address(actor, "13900112345").value == "+8613900112345"
+            with pytest.raises(service.CampaignError, match="company numbers"):
+                publishing.add_test_address(actor, "13700137000")
+    finally:
+        app.config["COMPANY_TEST_MOBILES"] = ""
+
+
+def test_sms_and_wecom_test_sends_go_through_their_gateways_marked_test(app, campaign, gateway, make_user):
+    from jobs.sending import send_test_messages
+    from portal.content import service as content
+    from portal.delivery.channels.sms import sign
+
+    app.config.update(
+        COMPANY_TEST_MOBILES="+8613800138000",
+        SMS_API_URL=f"{gateway.url}/sms",
+        SMS_API_SECRET="gateway-secret",
+        SMS_SIGN_NAME="示例科技",
+        WECOM_WEBHOOK_URL=f"{gateway.url}/wecom",
+    )
+    try:
+        with app.app_context():
+            actor = user(campaign["manager"])
+            author, reviewer = user(make_user("operations_specialist")), user(make_user("reviewer"))
+            versions = {}
+            for kind, fields in (
+                ("sms", {"sms_text": "{{ contact.name }}您好，新品上市。回T退订"}),
+                ("wecom", {"wecom_text": "新品发布会：{{ contact.name }}", "wecom_format": "text"}),
+            ):
+                asset = content.create_asset(author, kind, f"{kind} 通知")
+                content.save_draft(author, asset.latest.id, fields)
+                content.submit_for_review(author, asset.latest.id)
+                content.approve(reviewer, asset.latest.id)
+                versions[kind] = asset.latest.id
+            steps = [
+                service.add_step(actor, campaign["id"], "message", channel=kind, content_version_id=version).id
+                for kind, version in versions.items()
+            ]
+            publishing.add_test_address(actor, "wang@example.com")
+            with pytest.raises(service.CampaignError, match="mobile number"):
+                publishing.start_test_send(actor, campaign["id"], steps)
+            publishing.add_test_address(actor, "13800138000")
+            publishing.start_test_send(actor, campaign["id"], steps)
+            rows = db.session.scalars(select(TestSend.id).where(TestSend.step_id.in_(steps))).all()
+            assert send_test_messages(rows) == {"sent": 2, "failed": 0}
+    finally:
+        app.config.update(COMPANY_TEST_MOBILES="", SMS_API_URL="", SMS_API_SECRET="", WECOM_WEBHOOK_URL="")
+    sms_request = next(r for r in gateway.requests if r["path"] == "/sms")
+    body = json.loads(sms_request["body"])
+    assert body["mobile"] == "+8613800138000" and body["content"] == "[TEST] 王小明您好，新品上市。回T退订"
+    assert sms_request["headers"]["X-Signature"] == sign(
+        "gateway-secret", sms_request["headers"]["X-Timestamp"], sms_request["body"]
+    )
+    wecom = json.loads(next(r for r in gateway.requests if r["path"] == "/wecom")["body"])
+    assert wecom == {
+        "msgtype": "text",
+        "text": {"content": "[TEST] 新品发布会：王小明", "mentioned_mobile_list": ["+8613800138000"]},
+    }
+
+
+def test_ab_step_needs_a_successful_test_send_of_both_variants(app, campaign, make_user):
+    from portal.content import service as content
+
+    with app.app_context():
+        author, reviewer = user(make_user("operations_specialist")), user(make_user("reviewer"))
+        asset = content.create_asset(author, "email", "第1天：欢迎 B")
+        content.save_draft(
+            author,
+            asset.latest.id,
+            {"subject": "欢迎 B", "html_body": '<p>B</p><a href="{{ unsubscribe_url }}">退订</a>'},
+        )
+        content.submit_for_review(author, asset.latest.id)
+        content.approve(reviewer, asset.latest.id)
+        step = db.session.get(CampaignStep, campaign["step"])
+        step.config = {"ab": {"version_b": asset.latest.id, "share": 20, "window_hours": 4, "metric": "opens"}}
+        db.session.commit()
+        record_successful_test_send(campaign)  # variant A only
+        assert publishing.untested_steps(db.session.get(Campaign, campaign["id"])) == [step]
+        db.session.add(
+            TestSend(
+                campaign_id=campaign["id"],
+                step_id=step.id,
+                status="sent",
+                content_version_id=asset.latest.id,
+                recipient="wang@example.com",
+            )
+        )
+        db.session.commit()
+        assert publishing.untested_steps(db.session.get(Campaign, campaign["id"])) == []

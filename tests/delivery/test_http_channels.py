@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from portal.delivery.channels import Outcome
 from portal.delivery.channels.sms import SmsChannel, sign
@@ -15,45 +12,6 @@ from portal.delivery.channels.wecom import WeComRobot
 from tests.conftest import free_port
 
 SECRET = "gateway-secret"
-
-
-class Gateway:
-    """Records each request; answers with the scripted (status, JSON) replies in turn."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.replies: list[tuple[int, object]] = []
-
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        body = request.get_data()
-        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        status, payload = self.replies.pop(0) if self.replies else (200, {"code": 0, "errcode": 0})
-        text = payload if isinstance(payload, str) else json.dumps(payload)
-        return Response(text, status=status, mimetype="application/json")(environ, start_response)
-
-
-@pytest.fixture(scope="module")
-def gateway_server():
-    handler = Gateway()
-    server = make_server("127.0.0.1", free_port(), handler, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        yield handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def gateway(gateway_server):
-    """The local gateway, with no recorded requests and no scripted replies."""
-    gateway_server.requests.clear()
-    gateway_server.replies.clear()
-    return gateway_server
 
 
 def sms(gateway) -> SmsChannel:
