@@ -159,9 +159,11 @@ def job_run_of(report: Report) -> JobRun | None:
     return db.session.get(JobRun, report.job_run_id) if report.job_run_id else None
 
 
-def history(actor: Any, limit: int = 100) -> list[Report]:
+def history(actor: Any, kind: str = "", limit: int = 100) -> list[Report]:
     """Reports the person may see, newest first (backups only for those who may make them)."""
     query = select(Report).order_by(Report.created_at.desc(), Report.id.desc()).limit(limit)
+    if kind:
+        query = query.where(Report.kind == kind)
     if not actor.can(Permission.BACKUP_EXPORT):
         query = query.where(Report.kind != ReportKind.BACKUP_ZIP)
     if not actor.can(Permission.REPORTS_VIEW):

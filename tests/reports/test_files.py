@@ -16,8 +16,12 @@ from tests.reports.conftest import CAMPAIGN_NAME
 
 def build(report_data, kind, **params):
     manager = db.session.get(User, report_data["manager"])
-    report = service.Report(kind=kind, params={"campaign_ids": [report_data["campaign"]], **params},
-                            created_by_id=manager.id, title=f"营销活动报告：{CAMPAIGN_NAME}")
+    report = service.Report(
+        kind=kind,
+        params={"campaign_ids": [report_data["campaign"]], **params},
+        created_by_id=manager.id,
+        title=f"营销活动报告：{CAMPAIGN_NAME}",
+    )
     db.session.add(report)
     db.session.commit()
     report = service.build_report_file(report.id)
@@ -44,8 +48,11 @@ def test_a_pdf_page_renders_to_an_image(app_ctx, report_data, tmp_path):
     path = build(report_data, ReportKind.CAMPAIGN_PDF)
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm (poppler-utils) not installed: rendering not checked")
-    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(path), str(tmp_path / "page")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(path), str(tmp_path / "page")],
+        check=True,
+        capture_output=True,
+    )
     assert sorted(p.name for p in tmp_path.glob("page*.png"))
 
 
