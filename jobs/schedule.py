@@ -34,6 +34,7 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),
     PeriodicJob("jobs.audience.evaluate_tag_rules", "7 * * * *", timeout=1800),
     PeriodicJob("jobs.audience.recompute_lifecycle_stages", "23 2 * * *", timeout=3600),
+    PeriodicJob("jobs.reports.run_scheduled_reports", "11 * * * *", queue="reports", timeout=600),
 ]
 
 

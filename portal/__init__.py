@@ -99,6 +99,7 @@ def _register_models() -> None:
     import portal.delivery.models
     import portal.notify
     import portal.queue
+    import portal.reports.models
     import portal.settings  # noqa: F401
 
 
@@ -111,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.content.views import bp as content_bp
     from portal.core.views import bp as core_bp
     from portal.delivery.views import bp as delivery_bp
+    from portal.reports.views import bp as reports_bp
 
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
@@ -118,6 +120,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(content_bp, url_prefix="/content")
     app.register_blueprint(audience_bp, url_prefix="/audience")
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
+    app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(api_bp)
     app.register_blueprint(delivery_bp)
     if app.config["OUTBOX_DIR"]:

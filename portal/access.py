@@ -51,6 +51,8 @@ class Permission(enum.StrEnum):
     REPORTS_VIEW = "reports.view"
     REPORTS_EXPORT = "reports.export"
     DATA_EXPORT_BASIC = "reports.basic_export"
+    REPORTS_SCHEDULE = "reports.schedule"  # monthly reports built for the owner
+    CAMPAIGN_COSTS_EDIT = "reports.costs"  # cost and revenue entries behind CPA and ROI
     BACKUP_EXPORT = "admin.backup_export"
     # development outbox (only registered where a local SMTP sink runs)
     OUTBOX_VIEW = "dev.outbox"
@@ -141,6 +143,8 @@ BUILTIN_ROLES: dict[str, dict[str, Any]] = {
             P.CAMPAIGN_DELETE,
             P.REPORTS_VIEW,
             P.REPORTS_EXPORT,
+            P.REPORTS_SCHEDULE,
+            P.CAMPAIGN_COSTS_EDIT,
             P.DATA_EXPORT_BASIC,
             P.OUTBOX_VIEW,
             P.JOBS_VIEW,

@@ -1,0 +1,720 @@
+"""Campaign figures computed by the database: every count, sum and distinct is an SQL aggregate.
+
+The ledger (`deliveries`, one row per step and contact) and the tracking events
+(`contact_events` carrying a `delivery_id`) are read in one statement that yields every
+grouping at once (totals, campaign, step, channel, province, industry, lifecycle stage, tag):
+the filtered deliveries with their open/click/unsubscribe flags, and the per campaign-and-
+contact roll-up, are common table expressions the database computes once and groups
+several ways. Python only divides the sums into rates.
+
+Definitions (also printed in the PDF appendix, see DEFINITIONS):
+- audience: ledger rows not excluded at planning; attempted: sent + bounced + failed;
+  delivered: sent (accepted by the receiving server); hard bounce: bounced; soft bounce:
+  failed with reason soft_bounce. Test sends are not in the ledger, so never counted.
+- unique opens: delivered messages with an open or a click (a click proves an open even when
+  images were blocked); unique clicks: delivered messages with a click; unsubscribes:
+  messages whose unsubscribe link was used.
+- reached: campaign-and-contact pairs with a delivered message.
+- conversions: contacts with an event of the chosen kind no earlier than the first message
+  the campaign delivered to them and less than N days after the last one; for a step, within
+  N days after that step's message. Revenue attributed: the "amount" of those events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, select, text, union_all
+from sqlalchemy.sql.elements import ColumnElement
+
+from portal.audience.models import Contact, ContactEvent, ContactTag, EventKind, Tag
+from portal.audit import AuditEvent
+from portal.campaigns.models import Campaign, CampaignStep
+from portal.delivery.models import Delivery, DeliveryStatus
+from portal.extensions import db
+from portal.reports.models import CampaignCost
+
+DIMENSIONS = ("campaign", "step", "channel", "province", "industry", "lifecycle", "tag")
+# The dimensions a person groups the dashboard's table by (campaign and step have their own tables).
+CONTACT_DIMENSIONS = ("province", "industry", "lifecycle", "tag")
+TRACKING_KINDS = (EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK, EventKind.UNSUBSCRIBE)
+CONVERSION_KINDS = ("purchase", "form_submit", "download", "webinar_attended", "sales_consultation", "mql")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the figures cover. Dates are calendar days in `timezone`, both inclusive, and
+    select messages by when they were sent (or were due, for those never sent)."""
+
+    campaign_ids: tuple[int, ...] = ()  # empty: every campaign
+    date_from: date | None = None
+    date_to: date | None = None
+    channel: str = ""
+    step_id: int | None = None
+    conversion_kind: str = "purchase"
+    conversion_days: int = 30
+    bucket: str = "day"  # time series per "day" or "hour"
+    timezone: str = "Asia/Shanghai"
+
+    def as_params(self) -> dict[str, Any]:
+        """JSON-safe, for a report's stored parameters."""
+        return {
+            "campaign_ids": list(self.campaign_ids),
+            "date_from": self.date_from.isoformat() if self.date_from else "",
+            "date_to": self.date_to.isoformat() if self.date_to else "",
+            "channel": self.channel,
+            "step_id": self.step_id,
+            "conversion_kind": self.conversion_kind,
+            "conversion_days": self.conversion_days,
+            "bucket": self.bucket,
+            "timezone": self.timezone,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Filters:
+        def day(value: Any) -> date | None:
+            try:
+                return date.fromisoformat(str(value)) if value else None
+            except ValueError:
+                return None
+
+        def number(value: Any, default: int, low: int, high: int) -> int:
+            try:
+                return max(low, min(high, int(value)))
+            except (TypeError, ValueError):
+                return default
+
+        ids = params.get("campaign_ids") or []
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        kind = str(params.get("conversion_kind") or "purchase")
+        step = params.get("step_id")
+        return cls(
+            campaign_ids=tuple(sorted({int(i) for i in ids if str(i).isdigit()})),
+            date_from=day(params.get("date_from")),
+            date_to=day(params.get("date_to")),
+            channel=str(params.get("channel") or "") if params.get("channel") in ("email", "sms", "wecom") else "",
+            step_id=int(step) if str(step or "").isdigit() else None,
+            conversion_kind=kind if kind in CONVERSION_KINDS else "purchase",
+            conversion_days=number(params.get("conversion_days"), 30, 1, 365),
+            bucket="hour" if params.get("bucket") == "hour" else "day",
+            timezone=str(params.get("timezone") or "Asia/Shanghai"),
+        )
+
+    def bounds(self) -> tuple[datetime | None, datetime | None]:
+        """The date range as UTC instants: [start of date_from, start of the day after date_to)."""
+        zone = ZoneInfo(self.timezone)
+        start = datetime.combine(self.date_from, time(), zone).astimezone(UTC) if self.date_from else None
+        end = datetime.combine(self.date_to + timedelta(days=1), time(), zone).astimezone(UTC) if self.date_to else None
+        return start, end
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+@dataclass
+class Metrics:
+    """The sums of one group (one campaign, one province...), and the rates derived from them."""
+
+    key: str = ""
+    label: str = ""
+    audience: int = 0
+    attempted: int = 0
+    delivered: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    opens: int = 0
+    clicks: int = 0
+    unsubscribes: int = 0
+    reached: int = 0
+    conversions: int = 0
+    attributed_revenue: float = 0.0
+    # From campaign_costs; None when nobody entered a cost (no CPA or ROI then).
+    cost: float | None = None
+    entered_revenue: float = 0.0
+    notes: str = ""
+
+    @property
+    def delivery_rate(self) -> float | None:
+        return _ratio(self.delivered, self.attempted)
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return _ratio(self.hard_bounces + self.soft_bounces, self.attempted)
+
+    @property
+    def open_rate(self) -> float | None:
+        return _ratio(self.opens, self.delivered)
+
+    @property
+    def click_rate(self) -> float | None:
+        return _ratio(self.clicks, self.delivered)
+
+    @property
+    def click_to_open_rate(self) -> float | None:
+        return _ratio(self.clicks, self.opens)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return _ratio(self.unsubscribes, self.delivered)
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return _ratio(self.conversions, self.reached)
+
+    @property
+    def revenue(self) -> float:
+        return self.attributed_revenue + self.entered_revenue
+
+    @property
+    def cost_per_acquisition(self) -> float | None:
+        return _ratio(self.cost, self.conversions) if self.cost is not None else None
+
+    @property
+    def roi(self) -> float | None:
+        """(revenue - cost) / cost."""
+        return _ratio(self.revenue - self.cost, self.cost) if self.cost else None
+
+
+@dataclass
+class Series:
+    """Counts per time bucket ("2026-11-24" or "2026-11-24 09:00"), oldest first."""
+
+    buckets: list[str] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+    opens: list[int] = field(default_factory=list)
+    clicks: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Goal:
+    campaign_id: int
+    campaign: str
+    metric: str
+    target: float
+    actual: float | None
+    days: int
+
+    @property
+    def gap(self) -> float | None:
+        """Actual minus target, in the metric's unit (negative: short of the target)."""
+        return None if self.actual is None else self.actual - self.target
+
+    @property
+    def met(self) -> bool:
+        return self.actual is not None and self.actual >= self.target
+
+
+@dataclass
+class Alert:
+    at: datetime
+    campaign_id: int
+    campaign: str
+    reason: str
+
+
+# --- SQL building blocks -----------------------------------------------------------------
+
+
+def _dialect() -> str:
+    return db.engine.dialect.name
+
+
+def _plus_days(column: ColumnElement, days: int) -> ColumnElement:
+    """column + `days` days, in the database (SQLite keeps datetimes as ISO text)."""
+    if _dialect() == "postgresql":
+        return column + func.make_interval(0, 0, 0, days)
+    # The same text layout SQLAlchemy stores ("YYYY-MM-DD HH:MM:SS.fff"), so text comparison is time order.
+    return func.strftime("%Y-%m-%d %H:%M:%f", column, f"+{int(days)} days")
+
+
+def _bucket(column: ColumnElement, filters: Filters) -> ColumnElement:
+    """The local day or hour a UTC instant falls in, as text."""
+    if _dialect() == "postgresql":
+        layout = "YYYY-MM-DD HH24:00" if filters.bucket == "hour" else "YYYY-MM-DD"
+        return func.to_char(func.timezone(filters.timezone, column), layout)
+    # SQLite has no time-zone database: shift by the zone's current offset (China has no DST).
+    offset = datetime.now(ZoneInfo(filters.timezone)).utcoffset() or timedelta()
+    layout = "%Y-%m-%d %H:00" if filters.bucket == "hour" else "%Y-%m-%d"
+    return func.strftime(layout, column, f"{int(offset.total_seconds())} seconds")
+
+
+def _flag(condition: ColumnElement) -> ColumnElement:
+    return case((condition, 1), else_=0)
+
+
+def _tracking_flags(filters: Filters):
+    """Per delivery: opened (open or click), clicked, unsubscribed, and when first opened/clicked."""
+    start, _end = filters.bounds()
+    raw = select(
+        ContactEvent.properties["delivery_id"].as_integer().label("delivery_id"),
+        ContactEvent.kind.label("kind"),
+        ContactEvent.occurred_at.label("occurred_at"),
+    ).where(ContactEvent.kind.in_([str(k) for k in TRACKING_KINDS]))
+    if start is not None:
+        # Nothing is opened before it was sent: skip older events early.
+        raw = raw.where(ContactEvent.occurred_at >= start)
+    raw = raw.subquery("raw_events")
+    is_open = raw.c.kind.in_((EventKind.EMAIL_OPEN.value, EventKind.EMAIL_CLICK.value))
+    is_click = raw.c.kind == EventKind.EMAIL_CLICK.value
+    return (
+        select(
+            raw.c.delivery_id,
+            func.max(_flag(is_open)).label("opened"),
+            func.max(_flag(is_click)).label("clicked"),
+            func.max(_flag(raw.c.kind == EventKind.UNSUBSCRIBE.value)).label("unsubscribed"),
+            func.min(case((is_open, raw.c.occurred_at))).label("first_open_at"),
+            func.min(case((is_click, raw.c.occurred_at))).label("first_click_at"),
+        )
+        .where(raw.c.delivery_id.is_not(None))
+        .group_by(raw.c.delivery_id)
+        .subquery("tracking")
+    )
+
+
+def filtered_deliveries(filters: Filters):
+    """The ledger rows the filters select, one per message, with their outcome as 0/1 flags."""
+    d = Delivery.__table__
+    ev = _tracking_flags(filters)
+    status = d.c.status
+    delivered = status == DeliveryStatus.SENT.value
+    query = (
+        select(
+            d.c.id,
+            d.c.campaign_id,
+            d.c.step_id,
+            d.c.channel,
+            d.c.contact_id,
+            d.c.sent_at,
+            _flag(status != DeliveryStatus.EXCLUDED.value).label("audience"),
+            _flag(
+                status.in_([s.value for s in (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)])
+            ).label("attempted"),
+            _flag(delivered).label("delivered"),
+            _flag(status == DeliveryStatus.BOUNCED.value).label("hard_bounce"),
+            _flag(and_(status == DeliveryStatus.FAILED.value, d.c.reason == "soft_bounce")).label("soft_bounce"),
+            case((delivered, func.coalesce(ev.c.opened, 0)), else_=0).label("opened"),
+            case((delivered, func.coalesce(ev.c.clicked, 0)), else_=0).label("clicked"),
+            func.coalesce(ev.c.unsubscribed, 0).label("unsubscribed"),
+            ev.c.first_open_at,
+            ev.c.first_click_at,
+        )
+        .select_from(d)
+        .outerjoin(ev, ev.c.delivery_id == d.c.id)
+    )
+    return _ledger_where(query, d, filters).cte("fd")
+
+
+def _conversion_events(filters: Filters):
+    e = ContactEvent.__table__
+    return select(
+        e.c.id,
+        e.c.contact_id,
+        e.c.occurred_at,
+        func.coalesce(e.c.properties["amount"].as_float(), 0.0).label("amount"),
+    ).where(e.c.kind == filters.conversion_kind)
+
+
+SUM_COLUMNS = (
+    "audience",
+    "attempted",
+    "delivered",
+    "hard_bounces",
+    "soft_bounces",
+    "opens",
+    "clicks",
+    "unsubscribes",
+    "reached",
+    "conversions",
+)
+
+
+def _branch(dimension: str, key: ColumnElement, source, group: bool = True, **sums: ColumnElement):
+    columns = [literal(dimension, String).label("dimension"), cast(key, String).label("key")]
+    columns += [cast(func.coalesce(sums[name], 0), Integer).label(name) for name in SUM_COLUMNS]
+    columns.append(cast(func.coalesce(sums["revenue"], 0.0), Float).label("revenue"))
+    query = select(*columns).select_from(source)
+    return query.group_by(key) if group else query
+
+
+def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS):
+    """One statement: a "total" row, then a row per key of each requested dimension."""
+    fd = filtered_deliveries(filters)
+    conv = _conversion_events(filters).subquery("conv")
+
+    # Per campaign and contact: sums over its messages, first and last delivery.
+    pair = (
+        select(
+            fd.c.campaign_id,
+            fd.c.contact_id,
+            func.sum(fd.c.audience).label("audience"),
+            func.sum(fd.c.attempted).label("attempted"),
+            func.sum(fd.c.delivered).label("delivered"),
+            func.sum(fd.c.hard_bounce).label("hard_bounces"),
+            func.sum(fd.c.soft_bounce).label("soft_bounces"),
+            func.sum(fd.c.opened).label("opens"),
+            func.sum(fd.c.clicked).label("clicks"),
+            func.sum(fd.c.unsubscribed).label("unsubscribes"),
+            func.max(fd.c.delivered).label("reached"),
+            func.min(case((fd.c.delivered == 1, fd.c.sent_at))).label("first_sent_at"),
+            func.max(case((fd.c.delivered == 1, fd.c.sent_at))).label("last_sent_at"),
+        )
+        .group_by(fd.c.campaign_id, fd.c.contact_id)
+        .cte("pair")
+    )
+    pair_conv = (
+        select(
+            pair.c.campaign_id,
+            pair.c.contact_id,
+            func.count(conv.c.id).label("events"),
+            func.sum(conv.c.amount).label("revenue"),
+        )
+        .select_from(pair)
+        .join(
+            conv,
+            and_(
+                conv.c.contact_id == pair.c.contact_id,
+                conv.c.occurred_at >= pair.c.first_sent_at,
+                conv.c.occurred_at < _plus_days(pair.c.last_sent_at, filters.conversion_days),
+            ),
+        )
+        .group_by(pair.c.campaign_id, pair.c.contact_id)
+        .subquery("pair_conv")
+    )
+    rc = (
+        select(
+            pair,
+            _flag(func.coalesce(pair_conv.c.events, 0) > 0).label("converted"),
+            func.coalesce(pair_conv.c.revenue, 0.0).label("revenue"),
+        )
+        .select_from(pair)
+        .outerjoin(
+            pair_conv,
+            and_(pair_conv.c.campaign_id == pair.c.campaign_id, pair_conv.c.contact_id == pair.c.contact_id),
+        )
+        .cte("rc")
+    )
+
+    def pair_sums(source) -> dict[str, ColumnElement]:
+        sums = {name: func.sum(source.c[name]) for name in SUM_COLUMNS if name != "conversions"}
+        sums["conversions"] = func.sum(source.c.converted)
+        sums["revenue"] = func.sum(source.c.revenue)
+        return sums
+
+    contacts = Contact.__table__
+    branches = [_branch("total", literal(""), rc, group=False, **pair_sums(rc))]
+    if "campaign" in dimensions:
+        branches.append(_branch("campaign", rc.c.campaign_id, rc, **pair_sums(rc)))
+    for dimension, column in (
+        ("province", contacts.c.province),
+        ("industry", contacts.c.industry),
+        ("lifecycle", contacts.c.lifecycle_stage),
+    ):
+        if dimension in dimensions:
+            joined = rc.join(contacts, contacts.c.id == rc.c.contact_id)
+            branches.append(_branch(dimension, column, joined, **pair_sums(rc)))
+    if "tag" in dimensions:
+        tags, contact_tags = Tag.__table__, ContactTag.__table__
+        joined = rc.outerjoin(contact_tags, contact_tags.c.contact_id == rc.c.contact_id).outerjoin(
+            tags, tags.c.id == contact_tags.c.tag_id
+        )
+        branches.append(_branch("tag", func.coalesce(tags.c.name, ""), joined, **pair_sums(rc)))
+
+    if "step" in dimensions or "channel" in dimensions:
+        # Per message: converted when the event came within N days after that message.
+        row_conv = (
+            select(
+                fd.c.step_id,
+                fd.c.channel,
+                fd.c.contact_id,
+                conv.c.id.label("event_id"),
+                conv.c.amount,
+            )
+            .select_from(fd)
+            .join(
+                conv,
+                and_(
+                    fd.c.delivered == 1,
+                    conv.c.contact_id == fd.c.contact_id,
+                    conv.c.occurred_at >= fd.c.sent_at,
+                    conv.c.occurred_at < _plus_days(fd.c.sent_at, filters.conversion_days),
+                ),
+            )
+            .cte("row_conv")
+        )
+        message_sums = {
+            "audience": func.sum(fd.c.audience),
+            "attempted": func.sum(fd.c.attempted),
+            "delivered": func.sum(fd.c.delivered),
+            "hard_bounces": func.sum(fd.c.hard_bounce),
+            "soft_bounces": func.sum(fd.c.soft_bounce),
+            "opens": func.sum(fd.c.opened),
+            "clicks": func.sum(fd.c.clicked),
+            "unsubscribes": func.sum(fd.c.unsubscribed),
+            "reached": func.count(func.distinct(case((fd.c.delivered == 1, fd.c.contact_id)))),
+            "conversions": literal(0),
+            "revenue": literal(0.0),
+        }
+        for dimension in ("step", "channel"):
+            if dimension not in dimensions:
+                continue
+            key = fd.c.step_id if dimension == "step" else fd.c.channel
+            branches.append(_branch(dimension, key, fd, **message_sums))
+            # An event counts once per group even when several messages of the group preceded it.
+            distinct_events = (
+                select(row_conv.c[f"{dimension}_id" if dimension == "step" else "channel"].label("key"))
+                .add_columns(row_conv.c.contact_id, row_conv.c.event_id, row_conv.c.amount)
+                .distinct()
+                .subquery(f"{dimension}_events")
+            )
+            zero = {name: literal(0) for name in SUM_COLUMNS}
+            zero["conversions"] = func.count(func.distinct(distinct_events.c.contact_id))
+            zero["revenue"] = func.sum(distinct_events.c.amount)
+            branches.append(_branch(f"{dimension}_conversions", distinct_events.c.key, distinct_events, **zero))
+    return union_all(*branches)
+
+
+def _ledger_where(query, d, filters: Filters):
+    """The filters' conditions on the deliveries table `d`."""
+    if filters.campaign_ids:
+        query = query.where(d.c.campaign_id.in_(filters.campaign_ids))
+    if filters.channel:
+        query = query.where(d.c.channel == filters.channel)
+    if filters.step_id:
+        query = query.where(d.c.step_id == filters.step_id)
+    start, end = filters.bounds()
+    when = func.coalesce(d.c.sent_at, d.c.due_at)
+    if start is not None:
+        query = query.where(when >= start)
+    if end is not None:
+        query = query.where(when < end)
+    return query
+
+
+def series_statement(filters: Filters):
+    """Delivered messages, first opens and first clicks per time bucket.
+
+    Reads the ledger directly for sends and joins it only to the messages that were opened
+    for the rest: no million-row intermediate result."""
+    d = Delivery.__table__
+    ev = _tracking_flags(filters)
+    delivered = d.c.status == DeliveryStatus.SENT.value
+    sent_bucket = _bucket(d.c.sent_at, filters)
+    parts = [
+        _ledger_where(
+            select(literal("sent", String).label("series"), sent_bucket.label("bucket"), func.count().label("n"))
+            .select_from(d)
+            .where(delivered, d.c.sent_at.is_not(None)),
+            d,
+            filters,
+        ).group_by(sent_bucket)
+    ]
+    for name, column in (("opens", ev.c.first_open_at), ("clicks", ev.c.first_click_at)):
+        bucket = _bucket(column, filters)
+        parts.append(
+            _ledger_where(
+                select(literal(name, String).label("series"), bucket.label("bucket"), func.count().label("n"))
+                .select_from(ev)
+                .join(d, d.c.id == ev.c.delivery_id)
+                .where(delivered, column.is_not(None)),
+                d,
+                filters,
+            ).group_by(bucket)
+        )
+    return union_all(*parts)
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """Everything the dashboard, the PDF and the workbook show, computed once."""
+
+    filters: Filters
+    total: Metrics
+    groups: dict[str, list[Metrics]]
+    series: Series
+    goals: list[Goal]
+    alerts: list[Alert]
+
+    @property
+    def funnel(self) -> list[tuple[str, int]]:
+        return [
+            ("delivered", self.total.delivered),
+            ("opened", self.total.opens),
+            ("clicked", self.total.clicks),
+            ("converted", self.total.conversions),
+        ]
+
+
+def _roomy_sorts() -> None:
+    """Let this transaction's hash aggregates stay in memory (PostgreSQL's default work_mem of
+    4 MB spills a million-row roll-up to disk many times over). Reports run one at a time per
+    worker, so the memory is bounded."""
+    if _dialect() == "postgresql":
+        db.session.execute(text("SET LOCAL work_mem = '128MB'"))
+
+
+def grouped(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> tuple[Metrics, dict[str, list[Metrics]]]:
+    """The total and, per dimension, one Metrics per key (labels filled in), largest audience first."""
+    _roomy_sorts()
+    found: dict[str, dict[str, Metrics]] = {d: {} for d in dimensions}
+    total = Metrics(key="", label="")
+    for row in db.session.execute(grouped_statement(filters, dimensions)).mappings():
+        dimension = row["dimension"]
+        if dimension.endswith("_conversions"):
+            target = found[dimension.removesuffix("_conversions")].setdefault(row["key"], Metrics(key=row["key"]))
+            target.conversions = row["conversions"]
+            target.attributed_revenue = float(row["revenue"])
+            continue
+        metrics = total if dimension == "total" else found[dimension].setdefault(row["key"], Metrics(key=row["key"]))
+        for name in SUM_COLUMNS:
+            if dimension in ("step", "channel") and name == "conversions":
+                continue
+            setattr(metrics, name, row[name])
+        if dimension not in ("step", "channel"):
+            metrics.attributed_revenue = float(row["revenue"])
+    _label(found)
+    if "campaign" in found:
+        _add_costs(total, found["campaign"], filters)
+    groups = {d: sorted(found[d].values(), key=lambda m: (-m.audience, m.label)) for d in dimensions}
+    return total, groups
+
+
+def _label(found: dict[str, dict[str, Metrics]]) -> None:
+    """Campaign and step names for their ids; "" keys of contact fields read as not set."""
+    if found.get("campaign"):
+        ids = [int(k) for k in found["campaign"]]
+        names = dict(db.session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids))).all())
+        for key, metrics in found["campaign"].items():
+            metrics.label = names.get(int(key), f"#{key}")
+    if found.get("step"):
+        ids = [int(k) for k in found["step"]]
+        rows = db.session.execute(
+            select(CampaignStep.id, CampaignStep.campaign_id, CampaignStep.position, CampaignStep.channel).where(
+                CampaignStep.id.in_(ids)
+            )
+        ).all()
+        steps = {row.id: row for row in rows}
+        for key, metrics in found["step"].items():
+            step = steps.get(int(key))
+            metrics.label = f"#{key}" if step is None else f"#{step.id} · {step.channel or '-'}"
+    for dimension in ("channel", "province", "industry", "lifecycle", "tag"):
+        for key, metrics in found.get(dimension, {}).items():
+            metrics.label = key
+
+
+def costs_by_campaign(campaign_ids: list[int]) -> dict[int, tuple[float, float, str]]:
+    """campaign id -> (cost, entered revenue, notes) for campaigns with at least one entry."""
+    rows = db.session.execute(
+        select(
+            CampaignCost.campaign_id,
+            func.sum(CampaignCost.cost),
+            func.sum(CampaignCost.revenue),
+            func.aggregate_strings(func.nullif(CampaignCost.note, ""), "; "),
+        )
+        .where(CampaignCost.campaign_id.in_(campaign_ids))
+        .group_by(CampaignCost.campaign_id)
+    ).all()
+    return {row[0]: (float(row[1] or 0), float(row[2] or 0), row[3] or "") for row in rows}
+
+
+def _add_costs(total: Metrics, campaigns: dict[str, Metrics], filters: Filters) -> None:
+    """Cost and entered revenue are per campaign, whatever the date range (entries are totals)."""
+    ids = [int(k) for k in campaigns] or list(filters.campaign_ids)
+    costs = costs_by_campaign(ids)
+    for key, metrics in campaigns.items():
+        if int(key) in costs:
+            metrics.cost, metrics.entered_revenue, metrics.notes = costs[int(key)]
+    if costs:
+        total.cost = sum(c[0] for c in costs.values())
+        total.entered_revenue = sum(c[1] for c in costs.values())
+
+
+def series(filters: Filters) -> Series:
+    _roomy_sorts()
+    counts: dict[str, dict[str, int]] = {"sent": {}, "opens": {}, "clicks": {}}
+    for row in db.session.execute(series_statement(filters)):
+        counts[row.series][row.bucket] = row.n
+    buckets = sorted(set().union(*counts.values()))
+    return Series(
+        buckets=buckets,
+        sent=[counts["sent"].get(b, 0) for b in buckets],
+        opens=[counts["opens"].get(b, 0) for b in buckets],
+        clicks=[counts["clicks"].get(b, 0) for b in buckets],
+    )
+
+
+RATE_GOALS = {"conversion_rate", "click_rate", "open_rate"}
+
+
+def goals(filters: Filters, campaigns: dict[str, Metrics]) -> list[Goal]:
+    """Each selected campaign's goal against what it achieved within its own goal horizon.
+
+    Rate targets are percentages (15 = 15 %); actuals are given in the same unit."""
+    ids = [int(k) for k in campaigns] or list(filters.campaign_ids)
+    result = []
+    for campaign in db.session.scalars(select(Campaign).where(Campaign.id.in_(ids)).order_by(Campaign.name)):
+        if not campaign.goal_target:
+            continue
+        window = replace(filters, campaign_ids=(campaign.id,), conversion_days=campaign.goal_days or 30)
+        if campaign.goal_metric == "mql_count":
+            window = replace(window, conversion_kind="mql")
+        # The main figures already hold this campaign's row when the windows agree: reuse it.
+        same = window == replace(filters, campaign_ids=window.campaign_ids)
+        metrics = campaigns.get(str(campaign.id)) if same else None
+        if metrics is None:
+            metrics, by_campaign = grouped(window, ("campaign",))
+            metrics = by_campaign["campaign"][0] if by_campaign["campaign"] else metrics
+        actual: float | None
+        if campaign.goal_metric in RATE_GOALS:
+            rate = getattr(metrics, campaign.goal_metric)
+            actual = None if rate is None else rate * 100
+        elif campaign.goal_metric == "mql_count":
+            actual = float(metrics.conversions)
+        else:
+            actual = metrics.revenue
+        result.append(
+            Goal(campaign.id, campaign.name, campaign.goal_metric, campaign.goal_target, actual, campaign.goal_days)
+        )
+    return result
+
+
+def alerts(filters: Filters) -> list[Alert]:
+    """Campaigns the portal paused on its own (alert thresholds), newest first."""
+    query = select(AuditEvent).where(AuditEvent.action == "campaign.auto_paused")
+    if filters.campaign_ids:
+        query = query.where(AuditEvent.target.in_([f"campaign:{i}" for i in filters.campaign_ids]))
+    start, end = filters.bounds()
+    if start is not None:
+        query = query.where(AuditEvent.created_at >= start)
+    if end is not None:
+        query = query.where(AuditEvent.created_at < end)
+    events = list(db.session.scalars(query.order_by(AuditEvent.created_at.desc()).limit(200)))
+    ids = {int(e.target.split(":", 1)[1]) for e in events if e.target.split(":", 1)[-1].isdigit()}
+    names = dict(db.session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids))).all())
+    result = []
+    for event in events:
+        raw = event.target.split(":", 1)[-1]
+        campaign_id = int(raw) if raw.isdigit() else 0
+        reason = str((event.details or {}).get("reason", ""))
+        result.append(Alert(event.created_at, campaign_id, names.get(campaign_id, event.target), reason))
+    return result
+
+
+def compute(filters: Filters) -> Figures:
+    """All figures for `filters`: totals, groups, time series, goals and alerts."""
+    total, groups = grouped(filters)
+    return Figures(
+        filters=filters,
+        total=total,
+        groups=groups,
+        series=series(filters),
+        goals=goals(filters, {m.key: m for m in groups["campaign"]}),
+        alerts=alerts(filters),
+    )
