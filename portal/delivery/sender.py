@@ -258,10 +258,12 @@ class Sender:
         results: list[tuple[Claimed, SendResult | str]] = []
         for number, delivery in enumerate(batch):
             if number and number % RECORD_EVERY == 0:
-                still_running = self._record(results, outcome)
+                status = self._record(results, outcome)
                 results = []
-                if not still_running:
-                    self._release(batch[number:], due_in=0)
+                if status != CampaignStatus.RUNNING:
+                    # Paused: the rest waits for the resume. Cancelled: the rest never goes.
+                    cancelled = status == CampaignStatus.CANCELLED
+                    self._release(batch[number:], due_in=0, cancelled=cancelled)
                     return outcome
             contact = contacts.get(delivery.contact_id)
             reason = self._skip_reason(delivery, contact)
@@ -386,8 +388,9 @@ class Sender:
 
         return unsubscribe_mailto(address, self.tokens.unsubscribe_token(delivery.id, delivery.contact_id))
 
-    def _release(self, rest: list[Claimed], due_in: int) -> None:
-        """Give back claimed deliveries that were not attempted (the attempt is not counted)."""
+    def _release(self, rest: list[Claimed], due_in: int, cancelled: bool = False) -> None:
+        """Give back claimed deliveries that were not attempted (the attempt is not counted),
+        or cancel them when their campaign has been cancelled."""
         if not rest:
             return
         started = time.perf_counter()
@@ -396,7 +399,7 @@ class Sender:
             [
                 {
                     "id": d.id,
-                    "status": DeliveryStatus.PENDING,
+                    "status": DeliveryStatus.CANCELLED if cancelled else DeliveryStatus.PENDING,
                     "attempts": d.attempts - 1,
                     "due_at": utcnow() + timedelta(seconds=due_in),
                     "lease_owner": None,
@@ -409,11 +412,11 @@ class Sender:
         self.timings.database += time.perf_counter() - started
 
     # -- recording ----------------------------------------------------------------------------
-    def _record(self, results: list[tuple[Claimed, SendResult | str]], outcome: BatchOutcome) -> bool:
-        """Write a chunk's results in a few statements and commit; True while the campaign
-        is still running (read in the same transaction: a pause stops the next chunk)."""
+    def _record(self, results: list[tuple[Claimed, SendResult | str]], outcome: BatchOutcome) -> str:
+        """Write a chunk's results in a few statements and commit; returns the campaign's
+        status, read in the same transaction (a pause or cancel stops the next chunk)."""
         if not results:
-            return True
+            return CampaignStatus.RUNNING
         started = time.perf_counter()
         if db.session.get_bind().dialect.name == "postgresql":
             # Not waiting for the WAL flush: a crash of the database server itself could
@@ -488,7 +491,7 @@ class Sender:
         status = db.session.scalar(select(Campaign.status).where(Campaign.id == results[0][0].campaign_id))
         db.session.commit()
         self.timings.database += time.perf_counter() - started
-        return status == CampaignStatus.RUNNING
+        return status
 
     def _retry_delay(self, attempts: int) -> int | None:
         if attempts < 1 or attempts > len(self._retry_delays):

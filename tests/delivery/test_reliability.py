@@ -331,3 +331,73 @@ def test_recipient_who_unsubscribes_mid_campaign_gets_nothing_more(app, app_ctx,
     assert received[before_any] == 0
     others = {address: n for address, n in received.items() if address not in (after_first, before_any)}
     assert len(others) == 18 and set(others.values()) == {2}
+
+
+def test_pause_stops_sending_within_seconds_and_resume_finishes_the_rest(
+    app, app_ctx, smtp, team, fast_pipeline, start_worker
+):
+    from portal.campaigns import publishing
+
+    campaign_id, ids = _campaign(team, 4_000, throttle=60_000)
+    start_worker("sending", extra_env=fast_pipeline)
+    manager = team["marketing_manager"]
+    with ticking(app):
+        _wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
+        publishing.change_status(manager, campaign_id, "pause")
+        paused_at = time.monotonic()
+        _wait_for(lambda: _stable(smtp), 10, "sending to stop")
+        stopped_after = time.monotonic() - paused_at
+        held = len(smtp.messages)
+        time.sleep(2)
+        assert len(smtp.messages) == held < 4_000  # nothing more while paused
+        _record_test_sends(campaign_id)
+        publishing.publish(manager, campaign_id)  # resume: through the publish gate again
+        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+    assert stopped_after < 5
+    received = _received(smtp)
+    assert set(received) == _emails(ids) and max(received.values()) == 1
+
+
+def test_cancel_stops_sending_and_cancels_what_is_left(app, app_ctx, smtp, team, fast_pipeline, start_worker):
+    from portal.campaigns import publishing
+
+    campaign_id, _ids = _campaign(team, 4_000)
+    start_worker("sending", extra_env=fast_pipeline)
+    with ticking(app):
+        _wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
+        publishing.change_status(team["marketing_manager"], campaign_id, "cancel")
+        _wait_for(lambda: _stable(smtp), 10, "sending to stop")
+    db.session.expire_all()
+    counts = dict(
+        db.session.execute(
+            select(Delivery.status, func.count()).where(Delivery.campaign_id == campaign_id).group_by(Delivery.status)
+        ).all()
+    )
+    assert counts[DeliveryStatus.SENT] == len(smtp.messages) < 4_000
+    assert counts[DeliveryStatus.CANCELLED] + counts[DeliveryStatus.SENT] == 4_000
+
+
+def _stable(smtp, quiet: float = 1.0) -> bool:
+    """True once no message has arrived for `quiet` seconds."""
+    before = len(smtp.messages)
+    time.sleep(quiet)
+    return len(smtp.messages) == before
+
+
+def _record_test_sends(campaign_id: int) -> None:
+    """As if every message step had just been test-sent successfully (the gate's condition)."""
+    from portal.campaigns.models import TestSend
+
+    campaign = db.session.get(Campaign, campaign_id)
+    for step in campaign.steps:
+        if step.kind == "message":
+            db.session.add(
+                TestSend(
+                    campaign_id=campaign_id,
+                    step_id=step.id,
+                    content_version_id=step.content_version_id,
+                    status="sent",
+                    recipient="wang@example.com",
+                )
+            )
+    db.session.commit()
