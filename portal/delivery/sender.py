@@ -275,6 +275,8 @@ class Sender:
             except ChannelUnavailable as unavailable:
                 result = unavailable.result
             results.append((delivery, result))
+            if result.outcome is Outcome.HARD_BOUNCE:
+                contact["suppressed"] = True  # type: ignore[index] # nothing more for them in this batch
             if result.outcome is Outcome.PAUSE or result.affects_batch:
                 self._record(results, outcome)
                 rest = batch[number + 1 :]

@@ -148,3 +148,58 @@ def test_claims_take_at_most_their_limit_and_never_share_a_row(app, app_ctx, tea
 
     assert release_expired_leases(utcnow()) == 0
     assert release_expired_leases(utcnow() + timedelta(seconds=61)) == 10
+
+
+def test_sms_and_wecom_steps_use_the_same_ledger_retries_and_results(app, app_ctx, team, gateway):
+    import json
+
+    from jobs.sending import run_campaigns, send_deliveries
+
+    users = _users(team)
+    versions = {
+        kind: factories.approved_content(
+            users["operations_specialist"], users["reviewer"], f"{kind} 通知", fields, kind
+        )
+        for kind, fields in (
+            ("sms", {"sms_text": "{{ contact.name }}您好，新品上市。回T退订"}),
+            ("wecom", {"wecom_text": "新品发布会：{{ contact.name }}", "wecom_format": "text"}),
+        )
+    }
+    ok, invalid = factories.add_contacts(2, channels=("sms", "wecom"))
+    app.config.update(
+        SMS_API_URL=f"{gateway.url}/sms", SMS_API_SECRET="gateway-secret", WECOM_WEBHOOK_URL=f"{gateway.url}/wecom"
+    )
+    try:
+        campaign_id = factories.scheduled_campaign(
+            users["marketing_manager"],
+            factories.segment_of(),
+            [{"kind": "message", "channel": kind, "content_version_id": v} for kind, v in versions.items()],
+        )
+        # The gateway: the second number does not exist; then the robot is rate limited once.
+        gateway.replies[:] = [(200, {"code": 0}), (200, {"code": "invalid_mobile"}), (200, {"errcode": 45009})]
+        run_campaigns()
+        send_deliveries(campaign_id)
+        run_campaigns()
+        send_deliveries(campaign_id)
+        app.config["DELIVERY_RETRY_DELAYS"] = "0"
+        db.session.execute(Delivery.__table__.update().values(due_at=func.now()))  # the retry is due
+        db.session.commit()
+        send_deliveries(campaign_id)
+    finally:
+        app.config.update(
+            SMS_API_URL="", SMS_API_SECRET="", WECOM_WEBHOOK_URL="", DELIVERY_RETRY_DELAYS="60,300,1800,7200"
+        )
+    rows = db.session.execute(select(Delivery.channel, Delivery.contact_id, Delivery.status, Delivery.attempts)).all()
+    assert sorted(rows) == sorted(
+        [
+            ("sms", ok, "sent", 1),
+            ("sms", invalid, "bounced", 1),
+            ("wecom", ok, "sent", 2),  # rate limited once, then sent
+            ("wecom", invalid, "skipped", 1),  # suppressed by its bounce a moment before
+        ]
+    )
+    assert db.session.get(Contact, invalid).suppressed
+    sms_bodies = [json.loads(r["body"]) for r in gateway.requests if r["path"] == "/sms"]
+    assert sms_bodies[0]["content"].endswith("您好，新品上市。回T退订") and sms_bodies[0]["message_id"].startswith("d")
+    wecom = [json.loads(r["body"]) for r in gateway.requests if r["path"] == "/wecom"]
+    assert len(wecom) == 2 and wecom[-1]["text"]["mentioned_mobile_list"] == [db.session.get(Contact, ok).mobile]
