@@ -182,6 +182,97 @@ def demo_audience() -> None:
     tag_rules.evaluate(rule.id)
 
 
+def demo_campaigns() -> None:
+    """The operating guide's lead-nurturing sequence as a draft, and a finished invitation
+    campaign with its results (ledger rows and tracking events), so that the campaign pages
+    and the dashboard have something to show."""
+    import random
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from portal.audience.models import ContactConsent, ContactEvent, Segment
+    from portal.auth.models import User
+    from portal.campaigns import service
+    from portal.campaigns.models import Campaign, CampaignStatus
+    from portal.content.models import Asset, AssetVersion, VersionStatus
+    from portal.delivery.models import Delivery, DeliveryStatus
+    from portal.extensions import db
+    from portal.models_base import utcnow
+
+    if db.session.scalar(select(Campaign.id).limit(1)):
+        return
+    manager = db.session.scalar(select(User).where(User.email == "manager@example.com"))
+    version_id = db.session.scalar(
+        select(AssetVersion.id).join(Asset).where(Asset.kind == "email", AssetVersion.status == VersionStatus.APPROVED)
+    )
+    segment_id = db.session.scalar(select(Segment.id).limit(1))
+    if manager is None or version_id is None or segment_id is None:
+        return
+    nurture = service.create_campaign(
+        manager, {"name": "线索培育邮件序列", "segment_id": segment_id, "goal_metric": "click_rate", "goal_target": 8}
+    )
+    email = {"channel": "email", "content_version_id": version_id}
+    service.add_step(manager, nurture.id, "message", **email)
+    service.add_step(manager, nurture.id, "delay", {"days": 2, "hours": 0, "relative_to": "previous"})
+    branch = service.add_step(manager, nurture.id, "branch", {"condition": "clicked", "window_days": 3})
+    service.add_step(manager, nurture.id, "action", {"type": "notify_owner"}, parent_id=branch.id, branch="yes")
+    service.add_step(manager, nurture.id, "message", parent_id=branch.id, branch="no", **email)
+    service.add_step(manager, nurture.id, "delay", {"days": 4, "hours": 0, "relative_to": "previous"})
+    service.add_step(manager, nurture.id, "message", **email)
+
+    sent = service.create_campaign(manager, {"name": "春季新品发布会邀请", "segment_id": segment_id})
+    step = service.add_step(manager, sent.id, "message", **email)
+    rng = random.Random(7)  # noqa: S311 - demo figures, not secrets
+    now = utcnow()
+    consented = db.session.scalars(
+        select(ContactConsent.contact_id).where(ContactConsent.channel == "email", ContactConsent.status == "granted")
+    ).all()
+    for contact_id in consented:
+        bounced = rng.random() < 0.02
+        sent_at = now - timedelta(days=10, minutes=rng.randint(0, 600))
+        delivery = Delivery(
+            campaign_id=sent.id,
+            step_id=step.id,
+            contact_id=contact_id,
+            channel="email",
+            content_version_id=version_id,
+            status=DeliveryStatus.BOUNCED if bounced else DeliveryStatus.SENT,
+            due_at=sent_at,
+            attempts=1,
+            sent_at=None if bounced else sent_at,
+            created_at=sent_at,
+        )
+        db.session.add(delivery)
+        db.session.flush()
+        if bounced or rng.random() > 0.45:
+            continue
+        opened = sent_at + timedelta(hours=rng.randint(1, 72))
+        db.session.add(
+            ContactEvent(
+                contact_id=contact_id,
+                kind="email_open",
+                occurred_at=opened,
+                properties={"delivery_id": delivery.id},
+                source="tracking",
+            )
+        )
+        if rng.random() < 0.35:
+            db.session.add(
+                ContactEvent(
+                    contact_id=contact_id,
+                    kind="email_click",
+                    occurred_at=opened + timedelta(minutes=3),
+                    properties={"delivery_id": delivery.id, "url": "https://www.example.com/launch"},
+                    source="tracking",
+                )
+            )
+    sent.status = CampaignStatus.COMPLETED
+    sent.started_at = now - timedelta(days=10, hours=1)
+    sent.finished_at = now - timedelta(days=9)
+    db.session.commit()
+
+
 # Run in this order; each one must be safe to run again on a database that has its data.
 DEMO_LOADERS: list[Callable[[], None]] = [
     ensure_builtin_roles,
@@ -189,6 +280,7 @@ DEMO_LOADERS: list[Callable[[], None]] = [
     demo_people,
     demo_content,
     demo_audience,
+    demo_campaigns,
 ]
 
 
