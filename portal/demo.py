@@ -221,7 +221,14 @@ def demo_campaigns() -> None:
     service.add_step(manager, nurture.id, "delay", {"days": 4, "hours": 0, "relative_to": "previous"})
     service.add_step(manager, nurture.id, "message", **email)
 
-    sent = service.create_campaign(manager, {"name": "春季新品发布会邀请", "segment_id": segment_id})
+    subscribers = Segment(
+        name="全部邮件订阅客户",
+        rules={"op": "and", "items": [{"field": "consent.email", "operator": "eq", "value": "granted"}]},
+        created_by_id=manager.id,
+    )
+    db.session.add(subscribers)
+    db.session.flush()
+    sent = service.create_campaign(manager, {"name": "春季新品发布会邀请", "segment_id": subscribers.id})
     step = service.add_step(manager, sent.id, "message", **email)
     rng = random.Random(7)  # noqa: S311 - demo figures, not secrets
     now = utcnow()

@@ -32,34 +32,38 @@ def _layout(
     boxes: list[Box],
     lines: list[tuple[int, int, int, int, str]],
     yes_no: tuple[str, str] = ("yes", "no"),
-) -> tuple[int, int]:
-    """Lay out a path from (x, y); returns (width used, y after the path)."""
+    entries: list[tuple[int, int]] | None = None,
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """Lay out a path from (x, y), joined to the `entries` points above it; returns (width
+    used, y after the path, the points where the path ends). A branch's two paths end where
+    the path goes on (they rejoin it, as the runner moves journeys); an exit ends nowhere."""
     width = BOX_W
-    previous: tuple[int, int] | None = None
+    previous = list(entries or [])
     for step in steps:
-        if previous:
-            lines.append((previous[0], previous[1], x + BOX_W // 2, y, ""))
+        for px, py in previous:
+            lines.append((px, py, x + BOX_W // 2, y, ""))
         boxes.append(Box(x, y, label(step), step.kind, step.id))
         bottom = y + BOX_H
         y = bottom + GAP_Y
-        previous = (x + BOX_W // 2, bottom)
+        previous = [] if step.kind == "exit" else [(x + BOX_W // 2, bottom)]
         if step.kind == "branch":
             yes_steps, no_steps = path(campaign, step.id, "yes"), path(campaign, step.id, "no")
-            yes_w, yes_end = (
-                _layout(campaign, yes_steps, x, y + 10, label, boxes, lines, yes_no) if yes_steps else (BOX_W, y)
-            )
-            no_x = x + yes_w + GAP_X
-            no_w, no_end = (
-                _layout(campaign, no_steps, no_x, y + 10, label, boxes, lines, yes_no) if no_steps else (BOX_W, y)
-            )
+            origin = (x + BOX_W // 2, bottom)
+            yes_w, yes_end, yes_ends = _layout(campaign, yes_steps, x, y + 10, label, boxes, lines, yes_no)
+            no_x = x + (yes_w if yes_steps else 0) + (GAP_X if yes_steps else 0)
+            if no_steps and not yes_steps:
+                no_x = x + BOX_W + GAP_X
+            no_w, no_end, no_ends = _layout(campaign, no_steps, no_x, y + 10, label, boxes, lines, yes_no)
             if yes_steps:
-                lines.append((x + BOX_W // 2, bottom, x + BOX_W // 2, y + 10, yes_no[0]))
+                lines.append((*origin, x + BOX_W // 2, y + 10, yes_no[0]))
             if no_steps:
-                lines.append((x + BOX_W // 2, bottom, no_x + BOX_W // 2, y + 10, yes_no[1]))
-            width = max(width, yes_w + GAP_X + no_w)
-            y = max(yes_end, no_end)
-            previous = None  # the main path continues after both branches
-    return width, y
+                lines.append((*origin, no_x + BOX_W // 2, y + 10, yes_no[1]))
+            width = max(width, (no_x - x) + (no_w if no_steps else 0))
+            y = max(yes_end, no_end) + (GAP_Y if yes_steps or no_steps else 0)
+            # An empty path goes on straight from the branch itself.
+            previous = (yes_ends if yes_steps else [origin]) + (no_ends if no_steps else [origin])
+            previous = list(dict.fromkeys(previous))
+    return width, y - GAP_Y if steps else y, previous
 
 
 def flow_svg(
@@ -67,8 +71,8 @@ def flow_svg(
 ) -> str:
     boxes: list[Box] = []
     lines: list[tuple[int, int, int, int, str]] = []
-    width, height = _layout(campaign, path(campaign), 20, 20, label, boxes, lines, yes_no)
-    svg_w, svg_h = width + 40, max(height, 80)
+    width, height, _ends = _layout(campaign, path(campaign), 20, 20, label, boxes, lines, yes_no)
+    svg_w, svg_h = width + 40, max(height + 20, 80)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="flow" width="{svg_w}" height="{svg_h}" '
         f'viewBox="0 0 {svg_w} {svg_h}" role="img" aria-labelledby="flow-title">',
