@@ -325,8 +325,43 @@ def run_import(job_id: int, progress: Callable[[int, str], None] | None = None) 
     path = storage_dir() / job.stored_name
     mapping = {int(k): v for k, v in job.mapping.items()}
     expected = estimate_rows(path) if progress else 1
-    report_path = storage_dir() / f"import-{job.id}-rejected.csv"
-    with open(report_path, "w", encoding="utf-8-sig", newline="") as report:
+    if stages_in_sql(path):
+        from portal.audience.importing_staged import import_staged
+
+        outcome = import_staged(job, path, mapping, expected, progress)
+    else:
+        outcome = _import_in_batches(job, path, mapping, expected, progress)
+    job.rows, job.created, job.updated = outcome.rows, outcome.created, outcome.updated
+    job.unchanged, job.rejected = outcome.unchanged, outcome.rejected
+    job.status, job.finished_at = "done", utcnow()
+    audit.record(
+        None,
+        "import.finished",
+        f"import:{job.id}",
+        {
+            "rows": job.rows,
+            "created": job.created,
+            "updated": job.updated,
+            "unchanged": job.unchanged,
+            "rejected": job.rejected,
+        },
+    )
+    db.session.commit()
+    return job
+
+
+def stages_in_sql(path: Path) -> bool:
+    """CSV files on PostgreSQL go through a staging table and set-based SQL (importing_staged);
+    XLSX files and other databases are imported row by row, in batches."""
+    return not _is_xlsx(path) and db.session.get_bind().dialect.name == "postgresql"
+
+
+def _import_in_batches(
+    job: ImportJob, path: Path, mapping: dict[int, str], expected: int, progress: Callable[[int, str], None] | None
+) -> _Outcome:
+    """The row-by-row path (XLSX files, SQLite): batches of BATCH_SIZE rows, each one
+    looked up, merged and written with a few set-based statements."""
+    with open(report_path(job), "w", encoding="utf-8-sig", newline="") as report:
         writer = csv.writer(report)
         rows = iter_rows(path, job.encoding)
         headers = next(rows, None) or []
@@ -346,23 +381,7 @@ def run_import(job_id: int, progress: Callable[[int, str], None] | None = None) 
                     progress(min(99, 100 * number // expected), f"{outcome.rows} / ~{expected}")
         if batch:
             _import_batch(job, batch, mapping, outcome, seen)
-    job.rows, job.created, job.updated = outcome.rows, outcome.created, outcome.updated
-    job.unchanged, job.rejected = outcome.unchanged, outcome.rejected
-    job.status, job.finished_at = "done", utcnow()
-    audit.record(
-        None,
-        "import.finished",
-        f"import:{job.id}",
-        {
-            "rows": job.rows,
-            "created": job.created,
-            "updated": job.updated,
-            "unchanged": job.unchanged,
-            "rejected": job.rejected,
-        },
-    )
-    db.session.commit()
-    return job
+    return outcome
 
 
 def estimate_rows(path: Path) -> int:
