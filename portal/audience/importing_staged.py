@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,15 +87,20 @@ def unpack_cells(raw: str) -> list[str]:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
-def copy_line(values: list[str | None]) -> str:
-    """One row in COPY's text format: tab-separated, \\N for NULL, backslash escapes."""
-    line = "\t".join("\\N" if v is None else v for v in values)
-    if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != len(values) - 1:
-        # Rare: only cells holding a backslash, tab or line break pay for escaping.
-        line = "\t".join("\\N" if v is None else v.translate(_COPY_ESCAPES) for v in values)
-    return line + "\n"
+def needs_escaping(text_value: str) -> bool:
+    return _COPY_SPECIAL.search(text_value) is not None
+
+
+def copy_line(values: list[str | None], escape: bool = True) -> str:
+    """One row in COPY's text format: tab-separated, \\N for NULL, backslash escapes.
+    `escape=False` is for rows known to hold no backslash, tab or line break (checked once
+    on the raw cells every other value is cut from), which is nearly all of them."""
+    if escape:
+        return "\t".join("\\N" if v is None else v.translate(_COPY_ESCAPES) for v in values) + "\n"
+    return "\t".join("\\N" if v is None else v for v in values) + "\n"
 
 
 def import_staged(
@@ -169,10 +175,13 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
             ordinal += 1
             row = _Row(number, cells)
             reason = _parse(row, mapping)
+            raw = pack_cells(cells)
             if reason:
-                buffer.append(copy_line([str(number), str(batch), "0", reason, pack_cells(cells), *_NO_VALUES]))
+                buffer.append(copy_line([str(number), str(batch), "0", reason, raw, *_NO_VALUES]))
             else:
-                buffer.append(copy_line(_staged_values(row, batch, key)))
+                values = _staged_values(row, batch, key, raw)
+                # Every staged value is cut from the raw cells, except the attributes' JSON.
+                buffer.append(copy_line(values, escape=bool(row.attributes) or needs_escaping(raw)))
             if len(buffer) >= COPY_CHUNK_ROWS:
                 copy.write("".join(buffer))
                 buffer = []
@@ -188,7 +197,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
 _NO_VALUES = [None] * (len(STAGE_COLUMNS) - 5)
 
 
-def _staged_values(row: _Row, batch: int, key: bytes) -> list[str | None]:
+def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | None]:
     fields = row.fields
     email, mobile = fields.get("email"), fields.get("mobile")
     # Same digest as service.suppression_hash, with the key read once instead of per row.
@@ -201,7 +210,7 @@ def _staged_values(row: _Row, batch: int, key: bytes) -> list[str | None]:
         str(batch),
         None,
         None,
-        pack_cells(row.cells),
+        raw,
         "t" if python_only else "f",
         email,
         mobile,
@@ -252,27 +261,31 @@ def _classify(connection) -> None:
         )
     )
     connection.execute(text("ANALYZE import_work"))
+    # Joins, not `IN (subquery)`: with a few thousand duplicates the planner may estimate the
+    # subquery too big to hash and rescan it for every row.
     connection.execute(
         text(
             """
+            CREATE TEMP TABLE import_fallback AS
             WITH links AS (
                 SELECT ce AS contact_id, n FROM import_work WHERE ce IS NOT NULL
                 UNION SELECT cm, n FROM import_work WHERE cm IS NOT NULL
             ),
-            shared AS (SELECT contact_id FROM links GROUP BY contact_id HAVING count(*) > 1),
-            twice_e AS (SELECT e FROM import_work WHERE e IS NOT NULL GROUP BY e HAVING count(*) > 1),
-            twice_m AS (SELECT m FROM import_work WHERE m IS NOT NULL GROUP BY m HAVING count(*) > 1)
-            UPDATE import_work SET fallback = true
+            shared AS (SELECT contact_id FROM links GROUP BY contact_id HAVING count(*) > 1)
+            SELECT w.n FROM import_work w
+            JOIN (SELECT e FROM import_work WHERE e IS NOT NULL GROUP BY e HAVING count(*) > 1) twice USING (e)
+            UNION SELECT w.n FROM import_work w
+            JOIN (SELECT m FROM import_work WHERE m IS NOT NULL GROUP BY m HAVING count(*) > 1) twice USING (m)
+            UNION SELECT w.n FROM import_work w JOIN shared ON shared.contact_id IN (w.ce, w.cm)
+            UNION SELECT n FROM import_work
             WHERE python_only
                -- merging attributes into an existing contact's JSON keeps Python's rules in Python
                OR (attrs IS NOT NULL AND (ce IS NOT NULL OR cm IS NOT NULL))
-               OR e IN (SELECT e FROM twice_e)
-               OR m IN (SELECT m FROM twice_m)
-               OR ce IN (SELECT contact_id FROM shared)
-               OR cm IN (SELECT contact_id FROM shared)
             """
         )
     )
+    connection.execute(text("UPDATE import_work w SET fallback = true FROM import_fallback f WHERE f.n = w.n"))
+    connection.execute(text("DROP TABLE import_fallback"))
 
 
 def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome) -> None:
