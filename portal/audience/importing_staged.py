@@ -53,7 +53,6 @@ CELL_SEP, JSON_MARK = "\x1f", "\x1e"
 STAGE_COLUMNS = (
     "n",
     "batch",
-    "phase",
     "reason",
     "raw",
     "python_only",
@@ -115,29 +114,33 @@ def import_staged(
             return _run(connection, job, path, mapping, expected, progress)
         finally:
             connection.rollback()
-            connection.execute(text("DROP TABLE IF EXISTS import_stage, import_work"))
+            connection.execute(
+                text("DROP TABLE IF EXISTS import_stage, import_work, import_rejects, import_matched, import_fallback")
+            )
             connection.commit()
 
 
 def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
-    connection.execute(text("DROP TABLE IF EXISTS import_stage, import_work"))
+    connection.execute(
+        text("DROP TABLE IF EXISTS import_stage, import_work, import_rejects, import_matched, import_fallback")
+    )
     connection.execute(
         text(
             """
             CREATE TEMP TABLE import_stage (
-                n bigint, batch integer, phase smallint, reason text, raw text, python_only boolean,
+                n bigint, batch integer, reason text, raw text, python_only boolean,
                 e text, m text, eh text, mh text,
                 name text, company text, industry text, province text, city text, company_size text,
                 attrs text, c_email text, c_sms text, c_wecom text, tags text
             )"""
         )
     )
+    # Rows refused after reading (suppressed, mobile taken, the row-by-row part's refusals).
+    connection.execute(text("CREATE TEMP TABLE import_rejects (n bigint, reason text)"))
     outcome = _Outcome(writer=None)
     headers = _stream_into_stage(connection, job, path, mapping, outcome, expected, progress)
     connection.execute(text("ANALYZE import_stage"))
     step = _Steps(progress, outcome, expected)
-    _reject_suppressed(connection)
-    step(70)
     _classify(connection)
     step(75)
     _merge_simple_rows(connection, job, outcome)
@@ -145,8 +148,7 @@ def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
     connection.commit()  # before the row-by-row part, which writes through db.session
     _import_the_rest(connection, job, mapping, outcome)
     step(95)
-    outcome.rejected = connection.execute(text("SELECT count(*) FROM import_stage WHERE reason IS NOT NULL")).scalar()
-    _write_report(connection, job, headers)
+    outcome.rejected = _write_report(connection, job, headers)
     return outcome
 
 
@@ -177,7 +179,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
             reason = _parse(row, mapping)
             raw = pack_cells(cells)
             if reason:
-                buffer.append(copy_line([str(number), str(batch), "0", reason, raw, *_NO_VALUES]))
+                buffer.append(copy_line([str(number), str(batch), reason, raw, *_NO_VALUES]))
             else:
                 values = _staged_values(row, batch, key, raw)
                 # Every staged value is cut from the raw cells, except the attributes' JSON.
@@ -194,7 +196,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
     return headers
 
 
-_NO_VALUES = [None] * (len(STAGE_COLUMNS) - 5)
+_NO_VALUES = [None] * (len(STAGE_COLUMNS) - 4)
 
 
 def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | None]:
@@ -209,7 +211,6 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
         str(row.number),
         str(batch),
         None,
-        None,
         raw,
         "t" if python_only else "f",
         email,
@@ -223,21 +224,6 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
     ]
 
 
-def _reject_suppressed(connection) -> None:
-    """Suppressed people (erased, hard-bounced) never come back; such a row has no other effect."""
-    for kind, column in (("email", "eh"), ("mobile", "mh")):
-        connection.execute(
-            text(
-                f"""
-                UPDATE import_stage s SET reason = :reason, phase = 1
-                FROM suppressions p
-                WHERE s.reason IS NULL AND p.kind = :kind AND p.value_hash = s.{column}
-                """  # noqa: S608
-            ),
-            {"reason": SUPPRESSED, "kind": kind},
-        )
-
-
 def _classify(connection) -> None:
     """import_work: the valid rows with the contacts their email and mobile belong to, and
     `fallback` set on every row that shares an email, a mobile or a contact with another row
@@ -249,16 +235,28 @@ def _classify(connection) -> None:
             SELECT s.n, s.batch, s.python_only, s.e, s.m, s.name, s.company, s.industry, s.province, s.city,
                    s.company_size, s.attrs, s.c_email, s.c_sms, s.c_wecom, s.tags,
                    ce.id AS ce, cm.id AS cm, false AS fallback,
+                   pe.id IS NOT NULL OR pm.id IS NOT NULL AS suppressed,
                    -- An id for every row that may create a contact; the fallback rows' are unused.
                    CASE WHEN ce.id IS NULL AND cm.id IS NULL
                         THEN nextval(pg_get_serial_sequence('contacts', 'id')) END AS new_id
             FROM import_stage s
             LEFT JOIN contacts ce ON ce.email = s.e
             LEFT JOIN contacts cm ON cm.mobile = s.m
+            LEFT JOIN suppressions pe ON pe.kind = 'email' AND pe.value_hash = s.eh
+            LEFT JOIN suppressions pm ON pm.kind = 'mobile' AND pm.value_hash = s.mh
             WHERE s.reason IS NULL
-            ORDER BY s.n  -- new contacts get their ids in file order, as in the row-by-row path
             """
         )
+    )
+    # Suppressed people (erased, hard-bounced) never come back; such a row has no other effect.
+    connection.execute(
+        text(
+            """
+            WITH gone AS (DELETE FROM import_work WHERE suppressed RETURNING n)
+            INSERT INTO import_rejects SELECT n, :reason FROM gone
+            """
+        ),
+        {"reason": SUPPRESSED},
     )
     connection.execute(text("ANALYZE import_work"))
     # Joins, not `IN (subquery)`: with a few thousand duplicates the planner may estimate the
@@ -338,8 +336,7 @@ def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome) -> None:
     connection.execute(
         text(
             """
-            UPDATE import_stage SET reason = :reason, phase = 1
-            WHERE n IN (SELECT n FROM import_matched WHERE ch_mobile AND mobile_owned_by_other)
+            INSERT INTO import_rejects SELECT n, :reason FROM import_matched WHERE ch_mobile AND mobile_owned_by_other
             """
         ),
         {"reason": MOBILE_TAKEN},
@@ -456,7 +453,7 @@ def _import_the_rest(connection, job: ImportJob, mapping: dict[int, str], outcom
     connection.commit()  # ends the streaming read
     if collect.rejected:
         connection.execute(
-            text("UPDATE import_stage SET reason = :reason, phase = 1 WHERE n = :n"),
+            text("INSERT INTO import_rejects (n, reason) VALUES (:n, :reason)"),
             [{"n": n, "reason": reason} for n, reason in collect.rejected],
         )
         connection.commit()
@@ -475,17 +472,25 @@ def _fallback_rows(connection) -> Iterator[tuple[int, int, str]]:
     )
 
 
-def _write_report(connection, job: ImportJob, headers: list[str]) -> None:
+def _write_report(connection, job: ImportJob, headers: list[str]) -> int:
     """Rejected rows in the order the row-by-row path writes them: batch by batch, the rows
     refused while reading before those refused while merging, each in file order."""
+    rejected = 0
     with open(report_path(job), "w", encoding="utf-8-sig", newline="") as report:
         writer = csv.writer(report)
         writer.writerow(["row", "reason", *headers])
         result = connection.execute(
             text(
-                "SELECT n, reason, raw FROM import_stage WHERE reason IS NOT NULL ORDER BY batch, phase, n"
+                """
+                SELECT s.n, coalesce(s.reason, r.reason), s.raw
+                FROM import_stage s LEFT JOIN import_rejects r ON r.n = s.n
+                WHERE s.reason IS NOT NULL OR r.n IS NOT NULL
+                ORDER BY s.batch, s.reason IS NULL, s.n
+                """
             ).execution_options(stream_results=True, yield_per=BATCH_SIZE)
         )
         for n, reason, raw in result:
             writer.writerow([n, reason, *(neutralise(cell) for cell in unpack_cells(raw))])
+            rejected += 1
     connection.commit()
+    return rejected
