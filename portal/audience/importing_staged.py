@@ -35,6 +35,7 @@ from portal.audience.importing import (
     _Row,
     iter_rows,
     neutralise,
+    parse_plan,
     report_path,
 )
 from portal.audience.models import ImportJob
@@ -74,7 +75,7 @@ STREAM_SHARE = 60
 
 def pack_cells(cells: list[str]) -> str:
     joined = CELL_SEP.join(cells)
-    if CELL_SEP in "".join(cells) or joined.startswith(JSON_MARK):
+    if joined.count(CELL_SEP) != len(cells) - 1 or joined.startswith(JSON_MARK):
         return JSON_MARK + json.dumps(cells, ensure_ascii=False)
     return joined
 
@@ -169,6 +170,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
     cursor = connection.connection.dbapi_connection.cursor()
     ordinal = 0  # non-blank rows so far: the old path's batches are BATCH_SIZE of them
     buffer: list[str] = []
+    plan = parse_plan(mapping)
     with cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
         for number, cells in enumerate(rows, start=1):
             if not any(cell.strip() for cell in cells):
@@ -176,7 +178,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
             batch = ordinal // BATCH_SIZE
             ordinal += 1
             row = _Row(number, cells)
-            reason = _parse(row, mapping)
+            reason = _parse(row, plan)
             raw = pack_cells(cells)
             if reason:
                 buffer.append(copy_line([str(number), str(batch), reason, raw, *_NO_VALUES]))
@@ -197,6 +199,7 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
 
 
 _NO_VALUES = [None] * (len(STAGE_COLUMNS) - 4)
+_NO_CONSENT = (None,) * len(CONSENT_CHANNELS)
 
 
 def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | None]:
@@ -207,6 +210,7 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
     mobile_hash = hmac.digest(key, f"mobile:{mobile}".encode(), "sha256").hex() if mobile else None
     tags = row.tags
     python_only = any(CELL_SEP in tag for tag in tags)
+    consent = row.consent
     return [
         str(row.number),
         str(batch),
@@ -217,9 +221,14 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
         mobile,
         email_hash,
         mobile_hash,
-        *(fields.get(name) for name in TEXT_FIELDS),
+        fields.get("name"),
+        fields.get("company"),
+        fields.get("industry"),
+        fields.get("province"),
+        fields.get("city"),
+        fields.get("company_size"),
         json.dumps(row.attributes, ensure_ascii=False) if row.attributes else None,
-        *(row.consent.get(channel) for channel in CONSENT_CHANNELS),
+        *((consent.get(channel) for channel in CONSENT_CHANNELS) if consent else _NO_CONSENT),
         CELL_SEP.join(tags) if tags and not python_only else None,
     ]
 
