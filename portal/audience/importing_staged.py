@@ -144,7 +144,7 @@ def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
     step = _Steps(progress, outcome, expected)
     _classify(connection)
     step(75)
-    _merge_simple_rows(connection, job, outcome)
+    _merge_simple_rows(connection, job, outcome, set(mapping.values()))
     step(90)
     connection.commit()  # before the row-by-row part, which writes through db.session
     _import_the_rest(connection, job, mapping, outcome)
@@ -295,7 +295,7 @@ def _classify(connection) -> None:
     connection.execute(text("DROP TABLE import_fallback"))
 
 
-def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome) -> None:
+def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome, targets: set[str]) -> None:
     """New contacts for rows matching nobody; fill/overwrite for rows matching one contact
     (by email first, else by mobile); then their consents and tags."""
     from portal import settings
@@ -365,11 +365,11 @@ def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome) -> None:
     ).rowcount
     matched = connection.execute(text("SELECT count(*) FROM import_matched")).scalar()
     outcome.unchanged = matched - outcome.updated
-    _consents_and_tags(connection, job, now)
+    _consents_and_tags(connection, job, now, targets)
     connection.execute(text("DROP TABLE import_matched"))
 
 
-def _consents_and_tags(connection, job: ImportJob, now) -> None:
+def _consents_and_tags(connection, job: ImportJob, now, targets: set[str]) -> None:
     """As _apply_consent_and_tags: the file's consent columns, else (for a contact with no
     recorded consent at all) the import's default for email and SMS; then the tags."""
     touched = """
@@ -377,6 +377,8 @@ def _consents_and_tags(connection, job: ImportJob, now) -> None:
         FROM import_work w LEFT JOIN import_matched m ON m.n = w.n
         WHERE NOT w.fallback AND (w.new_id IS NOT NULL OR m.n IS NOT NULL)
     """
+    # Each statement reads every touched row: skipped when the import cannot produce any.
+    consent_columns = any(target.startswith("consent_") for target in targets)
     wanted = [
         f"SELECT contact_id, '{channel}' AS channel, c_{channel} AS status "  # noqa: S608
         f"FROM touched WHERE c_{channel} IS NOT NULL"
@@ -390,9 +392,10 @@ def _consents_and_tags(connection, job: ImportJob, now) -> None:
                                   AND cc.channel IN ('email', 'sms', 'wecom'))"""  # noqa: S608
             for channel in ("email", "sms")
         ]
-    connection.execute(
-        text(
-            f"""
+    if consent_columns or job.default_consent != "none":
+        connection.execute(
+            text(
+                f"""
             WITH touched AS ({touched})
             INSERT INTO contact_consents (contact_id, channel, status, source, recorded_at)
             SELECT contact_id, channel, status, :source, :now FROM ({" UNION ALL ".join(wanted)}) wanted
@@ -400,9 +403,11 @@ def _consents_and_tags(connection, job: ImportJob, now) -> None:
                 SET status = excluded.status, source = excluded.source, recorded_at = excluded.recorded_at
                 WHERE contact_consents.status <> excluded.status
             """  # noqa: S608
-        ),
-        {"source": f"import:{job.id}", "now": now, "default": job.default_consent},
-    )
+            ),
+            {"source": f"import:{job.id}", "now": now, "default": job.default_consent},
+        )
+    if "tags" not in targets:
+        return
     pairs = f"""
         SELECT DISTINCT t.contact_id, tag_name FROM ({touched}) t,
         unnest(string_to_array(t.tags, E'\\x1f')) AS tag_name WHERE t.tags IS NOT NULL
