@@ -254,3 +254,21 @@ def test_campaign_page_shows_progress_and_why_it_was_paused(app, client, login_a
     assert 'id="progress-sent">113<' in page and 'id="progress-bounced">7<' in page
     assert "Bounce rate 5.8%" in page
     assert "every 2s" not in page  # a paused campaign's progress stops polling
+
+
+def test_progress_says_when_messages_wait_for_the_send_window(app, client, login_as, people, version):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    factories.add_contacts(2)
+    shanghai = datetime.now(ZoneInfo("Asia/Shanghai"))
+    opens, closes = shanghai + timedelta(hours=2), shanghai + timedelta(hours=3)
+    campaign_id = factories.scheduled_campaign(people["marketing_manager"], factories.segment_of(), [_message(version)])
+    campaign = db.session.get(Campaign, campaign_id)
+    campaign.window_start, campaign.window_end = opens.strftime("%H:%M"), closes.strftime("%H:%M")
+    db.session.commit()
+    run_due()
+    assert all(d > utcnow() + timedelta(hours=1) for d in db.session.scalars(select(Delivery.due_at)))
+    login_as("operations_specialist")
+    page = client.get(f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'id="window-wait"' in page and opens.strftime("%H:%M") in page
