@@ -507,6 +507,12 @@ def _import_batch(
             current.update(merged)
             if "id" in current:
                 updates[current["id"]] = current
+            # A row may give the contact a new email or mobile: later rows of the batch that
+            # carry only that one must find it, not create a second contact with it.
+            known = existing if "id" in current else pending_new
+            for key in (current.get("email"), current.get("mobile")):
+                if key:
+                    known.setdefault(key, current)
             outcome.updated += 1
         else:
             outcome.unchanged += 1
