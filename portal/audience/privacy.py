@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from portal import audit
 from portal.access import Permission, check_recent_sign_in
@@ -76,8 +76,12 @@ def erase_person(actor: Any, contact_id: int, signed_in_at: datetime | None) -> 
     contact.owner_id = None
     contact.unsubscribed, contact.unsubscribed_at, contact.unsubscribe_reason = True, utcnow(), "erased"
     contact.suppressed, contact.suppression_reason = True, "erased"
-    # Events stay (anonymous) for the statistics; what they said about the person goes.
-    db.session.execute(update(ContactEvent).where(ContactEvent.contact_id == contact_id).values(properties={}))
+    # Events stay (anonymous) for the statistics; what they said about the person goes. The
+    # delivery an open or click belongs to is kept: campaign figures stay right without it
+    # saying anything about who the person was.
+    for event in db.session.scalars(select(ContactEvent).where(ContactEvent.contact_id == contact_id)):
+        delivery_id = (event.properties or {}).get("delivery_id")
+        event.properties = {"delivery_id": delivery_id} if isinstance(delivery_id, int) else {}
     db.session.execute(delete(ContactTag).where(ContactTag.contact_id == contact_id))
     db.session.execute(delete(ContactConsent).where(ContactConsent.contact_id == contact_id))
     audit.record(actor, "privacy.erased", f"contact:{contact_id}")

@@ -115,3 +115,22 @@ def test_privacy_requests_need_a_recent_sign_in(app, client, login_as):
     assert response.status_code == 302 and "reauth=1" in response.headers["Location"]
     with app.app_context():
         assert db.session.get(Contact, contact_id).email == "q@example.com"
+
+
+def test_erasure_keeps_campaign_figures_but_not_the_person(app, client, login_as):
+    login_as("marketing_manager")
+    with app.app_context():
+        contact = Contact(email="li@example.com", name="李四")
+        db.session.add(contact)
+        db.session.flush()
+        db.session.add(
+            ContactEvent(
+                contact_id=contact.id, kind="email_click", properties={"delivery_id": 41, "url": "https://x.example"}
+            )
+        )
+        db.session.commit()
+        contact_id = contact.id
+    assert client.post(f"/audience/contacts/{contact_id}/erase").status_code in (302, 303)
+    with app.app_context():
+        event = db.session.scalar(select(ContactEvent).where(ContactEvent.contact_id == contact_id))
+        assert event.properties == {"delivery_id": 41}  # which message it was, not who or where
