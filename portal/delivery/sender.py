@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
@@ -133,13 +133,7 @@ class Timings:
     messages: int = 0
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "render": self.render,
-            "mime": self.mime,
-            "channel": self.channel,
-            "database": self.database,
-            "messages": self.messages,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -167,7 +161,6 @@ class BatchOutcome:
     paused: str = ""
     # Set when the channel could not be reached: the rest of the batch waits for a retry.
     unavailable: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Sender:
