@@ -98,7 +98,7 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         # temporary refusal of a recipient (then it is a soft bounce); seconds to wait when a
         # channel cannot be reached at all; sender jobs per running campaign; and how long one
         # sender job runs before it makes room for others (the runner starts the next one).
-        "DELIVERY_BATCH_SIZE": 500,
+        "DELIVERY_BATCH_SIZE": 1000,
         "DELIVERY_LEASE_SECONDS": 300,
         "DELIVERY_RETRY_DELAYS": "60,300,1800,7200",
         "DELIVERY_CHANNEL_BACKOFF_SECONDS": 30,

@@ -142,7 +142,7 @@ def test_campaign_send_end_to_end(app, app_ctx, make_user, start_worker, sink_po
         "SMTP_URL": f"smtp://127.0.0.1:{sink_port}",
         "SENDER_JOB_SECONDS": "600",
         "SENDERS_PER_CAMPAIGN": str(WORKERS),
-        "DELIVERY_BATCH_SIZE": "500",
+        "DELIVERY_BATCH_SIZE": os.environ.get("BENCH_SEND_BATCH", "1000"),
     }
     app.config.update({k: (v if k == "SMTP_URL" else int(v)) for k, v in settings.items()})
     people = factories.people(make_user)
