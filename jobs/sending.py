@@ -29,11 +29,18 @@ log = logging.getLogger(__name__)
 
 def run_campaigns() -> dict[str, int]:
     """The periodic tick; idempotent and safe to overlap with another tick."""
+    from portal.campaigns.models import Campaign
     from portal.campaigns.monitoring import check_alerts
-    from portal.campaigns.runner import run_due
+    from portal.campaigns.runner import in_send_window, run_due
 
-    sendable = run_due()
     started = 0
+
+    def planned(campaign_id: int) -> None:
+        nonlocal started
+        if in_send_window(db.session.get(Campaign, campaign_id), utcnow()):
+            started += start_senders(campaign_id)
+
+    sendable = run_due(on_planned=planned)
     for campaign_id in sendable:
         if check_alerts(campaign_id):
             continue

@@ -22,6 +22,7 @@ their pending deliveries are cancelled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,9 +87,11 @@ def next_send_time(campaign: Campaign, now: datetime) -> datetime:
 
 # -- the flow ------------------------------------------------------------------------------------
 class Flow:
-    """The campaign's steps with what follows each one (None: the end)."""
+    """The campaign's steps with what follows each one (None: the end), and what to call
+    once messages are planned."""
 
-    def __init__(self, campaign: Campaign) -> None:
+    def __init__(self, campaign: Campaign, on_planned: Callable[[int], Any] | None = None) -> None:
+        self.on_planned = on_planned
         self.steps: dict[int, CampaignStep] = {s.id: s for s in campaign.steps}
         self.next: dict[int, int | None] = {}
         self.order: list[CampaignStep] = []
@@ -107,6 +110,14 @@ class Flow:
                 step_no = self._walk(campaign, step.id, "no", following)
                 self.branch_targets[step.id] = (step_yes, step_no)
         return steps[0].id if steps else after
+
+
+def _planned(flow: Flow, campaign_id: int) -> None:
+    """Commit planned deliveries at once and tell the caller, so that senders start while the
+    journeys are still being moved on (a repeated tick finds the rows there already)."""
+    if flow.on_planned is not None:
+        db.session.commit()
+        flow.on_planned(campaign_id)
 
 
 # -- journeys ------------------------------------------------------------------------------------
@@ -266,11 +277,12 @@ def _run_message(campaign: Campaign, flow: Flow, step: CampaignStep, now: dateti
             contacts=_contacts_at(campaign.id, step.id),
             due_at=due_at,
         )
+        _planned(flow, campaign.id)
         return _move(campaign.id, step.id, target, now, **moved_values)
-    return _run_ab(campaign, step, ab, common, moved_values, target, due_at, now)
+    return _run_ab(campaign, flow, step, ab, common, moved_values, target, due_at, now)
 
 
-def _run_ab(campaign, step, ab, common, moved_values, target, due_at, now) -> int:
+def _run_ab(campaign, flow, step, ab, common, moved_values, target, due_at, now) -> int:
     """The test share gets A or B at once; the rest wait at the step for the winner."""
     db.session.execute(
         insert_ignoring_duplicates(AbResult.__table__).values(
@@ -294,6 +306,7 @@ def _run_ab(campaign, step, ab, common, moved_values, target, due_at, now) -> in
                 variant=variant,
             )
             moved += _move(campaign.id, step.id, target, now, chosen, **moved_values)
+        _planned(flow, campaign.id)
         if now < result.decide_at:
             return moved
         decide_winner(step, result, ab.get("metric", "opens"), now)
@@ -304,6 +317,7 @@ def _run_ab(campaign, step, ab, common, moved_values, target, due_at, now) -> in
         due_at=due_at,
         variant="winner",
     )
+    _planned(flow, campaign.id)
     return moved + _move(campaign.id, step.id, target, now, **moved_values)
 
 
@@ -435,10 +449,10 @@ RUNNERS = {
 }
 
 
-def advance(campaign: Campaign, now: datetime) -> int:
+def advance(campaign: Campaign, now: datetime, on_planned: Callable[[int], Any] | None = None) -> int:
     """Run every step that is due for the campaign's journeys, repeatedly, until nothing
     moves (a journey may pass several immediate steps in one call). Returns the moves."""
-    flow = Flow(campaign)
+    flow = Flow(campaign, on_planned)
     enrol(campaign, flow, now)
     total = 0
     for _ in range(len(flow.order) + 1):
@@ -494,10 +508,11 @@ def start_due_campaigns(now: datetime) -> list[int]:
     return started
 
 
-def run_due(now: datetime | None = None) -> list[int]:
+def run_due(now: datetime | None = None, on_planned: Callable[[int], Any] | None = None) -> list[int]:
     """One tick: start due campaigns, advance every running one (each in its own
     transaction), and return the running campaigns that have messages due now, for the
-    caller to start senders for."""
+    caller to start senders for. `on_planned(campaign_id)`, when given, is called as soon as
+    a campaign's new deliveries are committed, so that sending need not wait for the rest."""
     from portal.delivery.sender import release_expired_leases
 
     now = now or utcnow()
