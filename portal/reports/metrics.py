@@ -536,8 +536,8 @@ def _ledger_where(query, d, filters: Filters):
 def series_statement(filters: Filters):
     """Delivered messages, first opens and first clicks per time bucket.
 
-    Reads the ledger directly for sends and joins it only to the messages that were opened
-    for the rest: no million-row intermediate result."""
+    Reads the ledger directly for sends, and joins it to the tracking flags (read once) for
+    the rest: no million-row intermediate result."""
     d = Delivery.__table__
     ev = _tracking_flags(filters)
     delivered = d.c.status == DeliveryStatus.SENT.value
@@ -551,18 +551,17 @@ def series_statement(filters: Filters):
             filters,
         ).group_by(sent_bucket)
     ]
-    for name, column in (("opens", ev.c.first_open_at), ("clicks", ev.c.first_click_at)):
-        bucket = _bucket(column, filters)
-        parts.append(
-            _ledger_where(
-                select(literal(name, String).label("series"), bucket.label("bucket"), func.count().label("n"))
-                .select_from(ev)
-                .join(d, d.c.id == ev.c.delivery_id)
-                .where(delivered, column.is_not(None)),
-                d,
-                filters,
-            ).group_by(bucket)
-        )
+    # Opens and clicks: the tracking flags read once, joined to their messages, bucketed both ways.
+    keys = {"opens": _bucket(ev.c.first_open_at, filters), "clicks": _bucket(ev.c.first_click_at, filters)}
+    first = _ledger_where(
+        select(func.count().label("n")).select_from(ev.join(d, d.c.id == ev.c.delivery_id)).where(delivered),
+        d,
+        filters,
+    )
+    by_bucket = _grouping_sets(first, keys, {"opens": ("opens",), "clicks": ("clicks",)}).subquery("first_tracked")
+    bucket = func.coalesce(by_bucket.c.opens, by_bucket.c.clicks)
+    # A message never clicked is in the clicks grouping under a NULL bucket: not a click.
+    parts.append(select(by_bucket.c.grouping, bucket, by_bucket.c.n).where(bucket.is_not(None)))
     return union_all(*parts)
 
 
