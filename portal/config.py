@@ -43,6 +43,7 @@ ENV_SETTINGS: dict[str, type] = {
     "SMS_API_SECRET": str,
     "SMS_SIGN_NAME": str,
     "WECOM_WEBHOOK_URL": str,
+    "REPORT_FONT_PATH": str,
 }
 
 
@@ -83,6 +84,8 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SMS_API_SECRET": "",
         "SMS_SIGN_NAME": "",
         "WECOM_WEBHOOK_URL": "",
+        # A TrueType font with Chinese for PDF reports; empty = a font found on the system.
+        "REPORT_FONT_PATH": "",
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
