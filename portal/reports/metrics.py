@@ -27,7 +27,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, null, select, text, tuple_, union_all
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from portal.audience.models import Contact, ContactEvent, ContactTag, EventKind, Tag
@@ -251,7 +266,8 @@ def _tracking_flags(filters: Filters):
     """Per delivery: opened (open or click), clicked, unsubscribed, and when first opened/clicked."""
     start, _end = filters.bounds()
     raw = select(
-        ContactEvent.properties["delivery_id"].as_integer().label("delivery_id"),
+        # BIGINT like deliveries.id (an INTEGER cast would fail past two billion messages).
+        cast(ContactEvent.properties["delivery_id"].as_string(), BigInteger).label("delivery_id"),
         ContactEvent.kind.label("kind"),
         ContactEvent.occurred_at.label("occurred_at"),
     ).where(ContactEvent.kind.in_([str(k) for k in TRACKING_KINDS]))
