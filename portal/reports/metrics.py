@@ -300,7 +300,7 @@ def _grouping_sets(query, keys: dict[str, ColumnElement], sets: dict[str, tuple[
     grouping sets, gets one GROUP BY per set joined by UNION ALL: the same rows."""
     # Only keys some set groups by (GROUPING() accepts no others).
     names = [name for name in keys if any(name in members for members in sets.values())]
-    if _dialect() == "postgresql":
+    if _dialect() == "postgresql" and names:
         # GROUPING(keys...) has the bit of each key outside the row's set, the first key highest.
         def outside(members: tuple[str, ...]) -> int:
             return sum(1 << (len(names) - 1 - i) for i, name in enumerate(names) if name not in members)
@@ -446,18 +446,22 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
 
     # The total, the campaigns and the contact fields: one grouping of rc (joined to contacts if needed).
     contacts = Contact.__table__
-    keys: dict[str, ColumnElement] = {"campaign": rc.c.campaign_id}
-    source = rc
-    fields = {"province": contacts.c.province, "industry": contacts.c.industry, "lifecycle": contacts.c.lifecycle_stage}
-    fields = {name: column for name, column in fields.items() if name in dimensions}
-    if fields:
-        keys.update(fields)
-        source = rc.join(contacts, contacts.c.id == rc.c.contact_id)
-    sets: dict[str, tuple[str, ...]] = {"total": ()}
-    sets.update({name: (name,) for name in keys if name in dimensions})
+    keys = {
+        "campaign": rc.c.campaign_id,
+        "province": contacts.c.province,
+        "industry": contacts.c.industry,
+        "lifecycle": contacts.c.lifecycle_stage,
+    }
+    keys = {name: column for name, column in keys.items() if name in dimensions}
+    source = rc.join(contacts, contacts.c.id == rc.c.contact_id) if set(keys) - {"campaign"} else rc
+    sets: dict[str, tuple[str, ...]] = {"total": (), **{name: (name,) for name in keys}}
     sums = {name: column.label(name) for name, column in pair_sums(rc).items()}
     by_pair = _grouping_sets(select(*sums.values()).select_from(source), keys, sets).subquery("by_pair")
-    key = case(*((by_pair.c.grouping == name, cast(by_pair.c[name], String)) for name in keys), else_=literal(""))
+    key = (
+        case(*((by_pair.c.grouping == name, cast(by_pair.c[name], String)) for name in keys), else_=literal(""))
+        if keys
+        else literal("")
+    )
     branches = [
         select(by_pair.c.grouping.label("dimension"), key.label("key"))
         .add_columns(*(cast(func.coalesce(by_pair.c[name], 0), Integer).label(name) for name in SUM_COLUMNS))
