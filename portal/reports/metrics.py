@@ -2,10 +2,12 @@
 
 The ledger (`deliveries`, one row per step and contact) and the tracking events
 (`contact_events` carrying a `delivery_id`) are read in one statement that yields every
-grouping at once (totals, campaign, step, channel, province, industry, lifecycle stage, tag):
-the filtered deliveries with their open/click/unsubscribe flags, and the per campaign-and-
-contact roll-up, are common table expressions the database computes once and groups
-several ways. Python only divides the sums into rates.
+grouping at once (totals, campaign, step, channel, province, industry, lifecycle stage, tag).
+The filtered ledger, joined to each message's open/click/unsubscribe flags (tracking events
+grouped by delivery), is summed in a single pass per campaign-and-contact pair, per step and
+per channel (GROUPING SETS on PostgreSQL; one GROUP BY each, UNION ALL, on SQLite); the pair
+roll-up is then grouped by total, campaign and contact fields the same way. No intermediate
+result has a row per message. Python only divides the sums into rates.
 
 Definitions (also printed in the PDF appendix, see DEFINITIONS):
 - audience: ledger rows not excluded at planning; attempted: sent + bounced + failed;
