@@ -50,6 +50,7 @@ ENV_SETTINGS: dict[str, type] = {
     "DELIVERY_CHANNEL_BACKOFF_SECONDS": int,
     "SENDERS_PER_CAMPAIGN": int,
     "SENDER_JOB_SECONDS": int,
+    "REPORT_FONT_PATH": str,
 }
 
 
@@ -104,6 +105,8 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "DELIVERY_CHANNEL_BACKOFF_SECONDS": 30,
         "SENDERS_PER_CAMPAIGN": 2,
         "SENDER_JOB_SECONDS": 30,
+        # A TrueType font with Chinese for PDF reports; empty = a font found on the system.
+        "REPORT_FONT_PATH": "",
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",

@@ -51,7 +51,7 @@ def report_font() -> str:
     from reportlab.pdfbase.cidfonts import UnicodeCIDFont
     from reportlab.pdfbase.ttfonts import TTFError, TTFont
 
-    configured = current_app.config.get("REPORT_FONT_PATH") or ""
+    configured = current_app.config["REPORT_FONT_PATH"]
     for path in (configured, DEBIAN_CJK_FONT):
         if not path or not Path(path).is_file():
             continue

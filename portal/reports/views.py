@@ -9,6 +9,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from portal.access import Permission, require, require_any
+from portal.errors import render_refusal
 from portal.htmx import page_or_fragment, redirect_after_post
 from portal.reports import formatting, metrics, service
 from portal.reports.forms import CostForm, ScheduleForm
@@ -51,12 +52,7 @@ def report_helpers():
 
 @bp.errorhandler(service.ReportRefused)
 def refused(_error):
-    # A service refusal is the same answer as the route's own check: the 403 page or fragment.
-    from werkzeug.exceptions import Forbidden
-
-    from portal.errors import _render
-
-    return _render(Forbidden())
+    return render_refusal()
 
 
 @bp.get("/")
