@@ -190,9 +190,7 @@ def test_rejected_rows_report_is_downloadable_from_the_result_page(app, client, 
 def test_rows_chained_by_email_then_mobile_merge_into_one_contact(app, import_file):
     # Row 2 gives the contact of row 1 a mobile; row 3 has only that mobile: all one person.
     data = HEADER + (
-        "王小明,wang@example.com,,,,,\n"
-        "王小明,wang@example.com,13800138000,,,,\n"
-        "王小明,,13800138000,云启,,,\n"
+        "王小明,wang@example.com,,,,,\n王小明,wang@example.com,13800138000,,,,\n王小明,,13800138000,云启,,,\n"
     )
     job = import_file(data.encode())
     assert (job.rows, job.created, job.rejected) == (3, 1, 0)
