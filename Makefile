@@ -41,6 +41,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) instance/portal.db* instance/outbox instance/redis
