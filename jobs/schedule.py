@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from rq.cron import CronScheduler
 
+from jobs.worker import QuietFrequentJobs
 from portal import create_app
 from portal.queue import DEFAULT_QUEUE, SENDING_QUEUE
 
@@ -54,6 +55,7 @@ def build_scheduler(connection) -> CronScheduler:
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    logging.getLogger("rq.cron").addFilter(QuietFrequentJobs())
     app = create_app()
     build_scheduler(app.extensions["redis"]).start()
 

@@ -18,6 +18,18 @@ from portal.extensions import db
 from portal.queue import QUEUES
 
 
+class QuietFrequentJobs(logging.Filter):
+    """Drops the INFO lines RQ writes for every run of the jobs that run every few seconds
+    (the campaign tick), and its two generic lines after every job ("Job OK", "result is
+    kept"), which would otherwise bury every other line of the log. Each job's start line,
+    and every warning and error, still show."""
+
+    FREQUENT = ("run_campaigns", ": Job OK (", "result is kept for")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not any(name in record.getMessage() for name in self.FREQUENT)
+
+
 class PortalWorker(Worker):
     """An RQ worker whose jobs run inside the portal's app context."""
 
@@ -45,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    logging.getLogger("rq.worker").addFilter(QuietFrequentJobs())
     app = create_app()
     with app.app_context():
         connection = app.extensions["redis"]
