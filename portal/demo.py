@@ -264,7 +264,9 @@ def demo_campaigns() -> None:
                 source="tracking",
             )
         )
+        delivery.opened_at = opened  # as the tracking endpoint writes it
         if rng.random() < 0.35:
+            delivery.clicked_at = opened + timedelta(minutes=3)
             db.session.add(
                 ContactEvent(
                     contact_id=contact_id,

@@ -82,4 +82,10 @@ class Delivery(db.Model):
     result_code: Mapped[int | None] = mapped_column(Integer)
     result_detail: Mapped[str] = mapped_column(String(32), default="")
     result_message: Mapped[str] = mapped_column(Text, default="")
+    # What the recipient did with this message, first time each (written by the tracking
+    # endpoints beside the events): reports read these rather than aggregating the events.
+    # A click counts as an open too.
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,10 +1,12 @@
 """What the tracking endpoints record: opens, clicks and unsubscribes.
 
-Each open or click is ONE insert, `INSERT INTO contact_events ... SELECT ... FROM
-contacts WHERE id = :contact_id` (a contact erased since the send simply records nothing),
-committed at once. No buffer: a single-row insert costs well under a millisecond on
-PostgreSQL, it cannot be lost by a crashing worker, and a Redis buffer would add a flush job,
-a crash-safe hand-over and a second place where events live, for no gain at our rates
+Each open or click is ONE insert, `INSERT INTO contact_events ... SELECT ... FROM contacts
+WHERE id = :contact_id` (a contact erased since the send simply records nothing), plus,
+the first time only, the open/click time on the delivery's ledger row (a primary-key
+update that finds nothing to change on repeats), committed at once. No buffer: a
+single-row insert costs well under a millisecond on PostgreSQL, it cannot be lost by a crashing
+worker, and a Redis buffer would add a flush job, a crash-safe hand-over and a second
+place where events live, for no gain at our rates
 (`tests/benchmarks/test_tracking_bench.py` measures the endpoints). If event volume ever
 outgrows that, the table can be partitioned by month (see DESIGN.md) before buffering.
 
@@ -14,6 +16,7 @@ Unsubscribing is idempotent: the first request sets `unsubscribed`, records an
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, String, literal, select, text, update
@@ -29,12 +32,12 @@ from portal.models_base import UTCDateTime, utcnow
 SOURCE = "tracking"
 
 
-def _record_event(contact_id: int, kind: str, properties: dict[str, Any]) -> None:
+def _record_event(contact_id: int, kind: str, properties: dict[str, Any], at: datetime | None = None) -> None:
     columns = ContactEvent.__table__.c
     row = select(
         literal(contact_id, BigId),
         literal(kind, String(32)),
-        literal(utcnow(), UTCDateTime()),
+        literal(at or utcnow(), UTCDateTime()),
         literal(properties, JSON()),
         literal(SOURCE, String(64)),
     ).where(Contact.id == contact_id)
@@ -62,21 +65,52 @@ def _skip_wal_flush_wait() -> None:
         db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
+# Which columns of the delivery each kind of event sets the first time it happens.
+_FIRST_TIMES = {
+    EventKind.EMAIL_OPEN: ("opened_at",),
+    EventKind.EMAIL_CLICK: ("opened_at", "clicked_at"),  # a click is an open as well
+    EventKind.UNSUBSCRIBE: ("unsubscribed_at",),
+}
+
+
+def note_on_delivery(delivery_id: int | None, contact_id: int, kind: str, at: datetime) -> None:
+    """Set the delivery's first open / click / unsubscribe time if it has none yet, so that
+    reports read one row per message instead of aggregating its events."""
+    if delivery_id is None:
+        return
+    for column in _FIRST_TIMES[EventKind(kind)]:
+        db.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.contact_id == contact_id,
+                getattr(Delivery, column).is_(None),
+            )
+            .values({column: at})
+            .execution_options(synchronize_session=False)
+        )
+
+
 def record_open(recipient: Recipient) -> None:
     """Record that `recipient` opened the email (the pixel was fetched)."""
     _skip_wal_flush_wait()
-    _record_event(recipient.contact_id, EventKind.EMAIL_OPEN, {"delivery_id": recipient.delivery_id})
+    now = utcnow()
+    _record_event(recipient.contact_id, EventKind.EMAIL_OPEN, {"delivery_id": recipient.delivery_id}, now)
+    note_on_delivery(recipient.delivery_id, recipient.contact_id, EventKind.EMAIL_OPEN, now)
     db.session.commit()
 
 
 def record_click(recipient: Recipient, url: str) -> None:
     """Record that `recipient` followed the link to `url`."""
     _skip_wal_flush_wait()
+    now = utcnow()
     _record_event(
         recipient.contact_id,
         EventKind.EMAIL_CLICK,
         {"delivery_id": recipient.delivery_id, "url": url},
+        now,
     )
+    note_on_delivery(recipient.delivery_id, recipient.contact_id, EventKind.EMAIL_CLICK, now)
     db.session.commit()
 
 
@@ -130,7 +164,9 @@ def unsubscribe(target: UnsubscribeTarget, *, method: str) -> bool:
             target.contact_id,
             EventKind.UNSUBSCRIBE,
             {"delivery_id": target.delivery_id, "method": method},
+            now,
         )
+        note_on_delivery(target.delivery_id, target.contact_id, EventKind.UNSUBSCRIBE, now)
         audit.record(
             None,
             "contact.unsubscribe",

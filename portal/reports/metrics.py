@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import (
-    BigInteger,
     Float,
     Integer,
     String,
@@ -50,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from portal.audience.models import Contact, ContactEvent, ContactTag, EventKind, Tag
+from portal.audience.models import Contact, ContactEvent, ContactTag, Tag
 from portal.audit import AuditEvent
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.delivery.models import SETTLED_STATUSES, Delivery, DeliveryStatus
@@ -60,7 +59,6 @@ from portal.reports.models import CampaignCost
 DIMENSIONS = ("campaign", "step", "channel", "province", "industry", "lifecycle", "tag")
 # The dimensions a person groups the dashboard's table by (campaign and step have their own tables).
 CONTACT_DIMENSIONS = ("province", "industry", "lifecycle", "tag")
-TRACKING_KINDS = (EventKind.EMAIL_OPEN, EventKind.EMAIL_CLICK, EventKind.UNSUBSCRIBE)
 CONVERSION_KINDS = ("purchase", "form_submit", "download", "webinar_attended", "sales_consultation", "mql")
 
 
@@ -267,36 +265,6 @@ def _flag(condition: ColumnElement) -> ColumnElement:
     return case((condition, 1), else_=0)
 
 
-def _tracking_flags(filters: Filters):
-    """Per delivery: opened (open or click), clicked, unsubscribed, and when first opened/clicked."""
-    start, _end = filters.bounds()
-    raw = select(
-        # BIGINT like deliveries.id (an INTEGER cast would fail past two billion messages).
-        cast(ContactEvent.properties["delivery_id"].as_string(), BigInteger).label("delivery_id"),
-        ContactEvent.kind.label("kind"),
-        ContactEvent.occurred_at.label("occurred_at"),
-    ).where(ContactEvent.kind.in_([str(k) for k in TRACKING_KINDS]))
-    if start is not None:
-        # Nothing is opened before it was sent: skip older events early.
-        raw = raw.where(ContactEvent.occurred_at >= start)
-    raw = raw.subquery("raw_events")
-    is_open = raw.c.kind.in_((EventKind.EMAIL_OPEN.value, EventKind.EMAIL_CLICK.value))
-    is_click = raw.c.kind == EventKind.EMAIL_CLICK.value
-    return (
-        select(
-            raw.c.delivery_id,
-            func.max(_flag(is_open)).label("opened"),
-            func.max(_flag(is_click)).label("clicked"),
-            func.max(_flag(raw.c.kind == EventKind.UNSUBSCRIBE.value)).label("unsubscribed"),
-            func.min(case((is_open, raw.c.occurred_at))).label("first_open_at"),
-            func.min(case((is_click, raw.c.occurred_at))).label("first_click_at"),
-        )
-        .where(raw.c.delivery_id.is_not(None))
-        .group_by(raw.c.delivery_id)
-        .subquery("tracking")
-    )
-
-
 def _grouping_sets(query, keys: dict[str, ColumnElement], sets: dict[str, tuple[str, ...]]):
     """`query` (its FROM, WHERE and aggregate columns) grouped by each named set of `keys` at once:
     one row per group, with a "grouping" column naming its set and NULL in the keys outside it.
@@ -328,7 +296,6 @@ def _message_sums(filters: Filters, dimensions: tuple[str, ...]):
     """The filtered ledger joined to each message's tracking flags, summed in one pass per
     campaign-and-contact pair ("pair"), and per "step" and "channel" when those are asked for."""
     d = Delivery.__table__
-    ev = _tracking_flags(filters)
     status = d.c.status
     delivered = status == DeliveryStatus.SENT.value
     # count(*) FILTER (WHERE ...) rather than sum(CASE ...): the cheapest aggregate per message.
@@ -340,12 +307,14 @@ def _message_sums(filters: Filters, dimensions: tuple[str, ...]):
         func.count()
         .filter(and_(status == DeliveryStatus.FAILED.value, d.c.reason == "soft_bounce"))
         .label("soft_bounces"),
-        func.count().filter(and_(delivered, ev.c.opened == 1)).label("opens"),
-        func.count().filter(and_(delivered, ev.c.clicked == 1)).label("clicks"),
-        func.count().filter(ev.c.unsubscribed == 1).label("unsubscribes"),
+        # The ledger row carries its first open / click / unsubscribe (set by the tracking
+        # endpoints), so no event is read here.
+        func.count().filter(and_(delivered, d.c.opened_at.is_not(None))).label("opens"),
+        func.count().filter(and_(delivered, d.c.clicked_at.is_not(None))).label("clicks"),
+        func.count().filter(d.c.unsubscribed_at.is_not(None)).label("unsubscribes"),
         func.min(d.c.sent_at).filter(delivered).label("first_sent_at"),
         func.max(d.c.sent_at).filter(delivered).label("last_sent_at"),
-    ).select_from(d.outerjoin(ev, ev.c.delivery_id == d.c.id))
+    ).select_from(d)
     query = _ledger_where(query, d, filters)
     keys = {name: d.c[name] for name in ("campaign_id", "contact_id", "step_id", "channel")}
     sets = {"pair": ("campaign_id", "contact_id")}
@@ -568,35 +537,25 @@ def _ledger_where(query, d, filters: Filters):
 
 
 def series_statement(filters: Filters):
-    """Delivered messages, first opens and first clicks per time bucket.
-
-    Reads the ledger directly for sends, and joins it to the tracking flags (read once) for
-    the rest: no million-row intermediate result."""
+    """Delivered messages, first opens and first clicks per time bucket, from the ledger's
+    own send, open and click times: one read of the filtered ledger."""
     d = Delivery.__table__
-    ev = _tracking_flags(filters)
     delivered = d.c.status == DeliveryStatus.SENT.value
-    sent_bucket = _bucket(d.c.sent_at, filters)
-    parts = [
-        _ledger_where(
-            select(literal("sent", String).label("series"), sent_bucket.label("bucket"), func.count().label("n"))
-            .select_from(d)
-            .where(delivered, d.c.sent_at.is_not(None)),
-            d,
-            filters,
-        ).group_by(sent_bucket)
-    ]
-    # Opens and clicks: the tracking flags read once, joined to their messages, bucketed both ways.
-    keys = {"opens": _bucket(ev.c.first_open_at, filters), "clicks": _bucket(ev.c.first_click_at, filters)}
-    first = _ledger_where(
-        select(func.count().label("n")).select_from(ev.join(d, d.c.id == ev.c.delivery_id)).where(delivered),
-        d,
-        filters,
+    keys = {
+        "sent": _bucket(d.c.sent_at, filters),
+        "opens": _bucket(d.c.opened_at, filters),
+        "clicks": _bucket(d.c.clicked_at, filters),
+    }
+    counted = _ledger_where(
+        select(func.count().label("n")).select_from(d).where(delivered, d.c.sent_at.is_not(None)), d, filters
     )
-    by_bucket = _grouping_sets(first, keys, {"opens": ("opens",), "clicks": ("clicks",)}).subquery("first_tracked")
-    bucket = func.coalesce(by_bucket.c.opens, by_bucket.c.clicks)
-    # A message never clicked is in the clicks grouping under a NULL bucket: not a click.
-    parts.append(select(by_bucket.c.grouping, bucket, by_bucket.c.n).where(bucket.is_not(None)))
-    return union_all(*parts)
+    sets = {name: (name,) for name in keys}
+    by_bucket = _grouping_sets(counted, keys, sets).subquery("buckets")
+    bucket = func.coalesce(by_bucket.c.sent, by_bucket.c.opens, by_bucket.c.clicks)
+    # A message never opened is in the opens grouping under a NULL bucket: not an open.
+    return select(by_bucket.c.grouping.label("series"), bucket.label("bucket"), by_bucket.c.n).where(
+        bucket.is_not(None)
+    )
 
 
 # --- results -----------------------------------------------------------------------------

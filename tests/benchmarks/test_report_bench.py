@@ -115,6 +115,20 @@ def _generate(app, make_user) -> int:
             FROM contacts c WHERE c.id % 7 = 0
         """)
         )
+        # What the tracking endpoints write on each ledger row beside the events.
+        db.session.execute(
+            text("""
+            UPDATE deliveries AS d
+               SET opened_at = t.first_open, clicked_at = t.first_click, unsubscribed_at = t.first_unsubscribe
+              FROM (SELECT (properties ->> 'delivery_id')::bigint AS delivery_id,
+                           min(occurred_at) FILTER (WHERE kind IN ('email_open', 'email_click')) AS first_open,
+                           min(occurred_at) FILTER (WHERE kind = 'email_click') AS first_click,
+                           min(occurred_at) FILTER (WHERE kind = 'unsubscribe') AS first_unsubscribe
+                      FROM contact_events WHERE kind IN ('email_open', 'email_click', 'unsubscribe')
+                     GROUP BY 1) AS t
+             WHERE d.id = t.delivery_id
+        """)
+        )
         db.session.commit()
         db.session.execute(text("ANALYZE"))
         db.session.commit()  # statistics written inside a transaction vanish with its rollback

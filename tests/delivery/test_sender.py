@@ -77,6 +77,11 @@ def test_published_campaign_is_delivered_with_tracking_and_one_click_unsubscribe
     assert contact.unsubscribed
     kinds = set(db.session.scalars(select(ContactEvent.kind).where(ContactEvent.contact_id == contact.id)))
     assert {"email_open", "email_click", "unsubscribe"} <= kinds
+    # The ledger row carries the first open, click and unsubscribe, which reports read.
+    delivery = db.session.scalar(select(Delivery).where(Delivery.contact_id == contact.id))
+    db.session.refresh(delivery)
+    assert delivery.opened_at and delivery.clicked_at and delivery.unsubscribed_at
+    assert delivery.opened_at <= delivery.clicked_at  # the click came first here: it is also the open
     assert db.session.get(Campaign, campaign_id).status == CampaignStatus.COMPLETED
 
 

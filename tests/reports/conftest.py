@@ -44,6 +44,7 @@ def report_data(app, make_user):
     from portal.campaigns.models import Campaign, CampaignStep
     from portal.content import service as content
     from portal.delivery.models import Delivery
+    from portal.delivery.tracking import note_on_delivery
     from portal.reports.models import CampaignCost
 
     with app.app_context():
@@ -122,6 +123,9 @@ def report_data(app, make_user):
             db.session.add(
                 ContactEvent(contact_id=contact.id, kind=kind, occurred_at=at, properties=properties, source="tracking")
             )
+            if kind in ("email_open", "email_click", "unsubscribe"):
+                # What the tracking endpoints write beside the event.
+                note_on_delivery(properties.get("delivery_id"), contact.id, kind, at)
 
         event(c1, "email_open", T0 + timedelta(hours=1), delivery_id=d11.id)
         event(c1, "email_click", T0 + timedelta(hours=2), delivery_id=d11.id, url="https://example.com/a")
