@@ -4,6 +4,7 @@ refusing us)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,25 +18,52 @@ from portal.extensions import db
 from portal.models_base import utcnow
 from portal.notify import notify
 
+# Why the portal paused a campaign: the English sentence (kept in the audit log and the
+# reports) for each code; the campaign page shows the same in the reader's language.
+PAUSE_REASONS = {
+    "delivery_rate": "Delivery rate {rate}% is below {limit}% after {settled} messages.",
+    "bounce_rate": "Bounce rate {rate}% is above {limit}% after {settled} messages.",
+    "refused": "The mail server refused the sender: {reply}",
+}
 
-def pause_for(campaign_id: int, reason: str) -> bool:
+
+def describe_pause(code: str, params: dict[str, Any]) -> str:
+    return PAUSE_REASONS[code].format(**params)
+
+
+def pause_for(campaign_id: int, code: str, **params: Any) -> str:
     """Pause a running campaign on the portal's own authority, say why on its page, tell
-    its owner, and record it. False when it was not running (someone else paused it)."""
+    its owner, and record it. Returns the reason, or "" when it was not running (someone
+    else paused it first)."""
+    reason = describe_pause(code, params)
+    stored = json.dumps({"code": code, **params}, ensure_ascii=False)
     changed = db.session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status.in_((CampaignStatus.RUNNING, CampaignStatus.SCHEDULED)))
-        .values(status=CampaignStatus.PAUSED, pause_reason=reason, updated_at=utcnow())
+        .values(status=CampaignStatus.PAUSED, pause_reason=stored, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
     if not changed:
-        return False
+        return ""
     owner_id, name = db.session.execute(
         select(Campaign.owner_id, Campaign.name).where(Campaign.id == campaign_id)
     ).one()
-    audit.record(None, "campaign.auto_paused", f"campaign:{campaign_id}", {"reason": reason})
+    audit.record(None, "campaign.auto_paused", f"campaign:{campaign_id}", {"reason": reason, "code": code, **params})
     if owner_id:
         notify([owner_id], f"活动已自动暂停：{name} — {reason}", f"/campaigns/{campaign_id}")
-    return True
+    return reason
+
+
+def pause_details(stored: str) -> tuple[str, dict[str, Any]] | None:
+    """(code, params) of a campaign's stored pause reason, or None for none (or old text)."""
+    try:
+        value = json.loads(stored) if stored else None
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("code") not in PAUSE_REASONS:
+        return None
+    code = value.pop("code")
+    return code, value
 
 
 def status_counts(campaign_id: int) -> dict[str, int]:
@@ -60,19 +88,14 @@ def check_alerts(campaign_id: int) -> str:
     bounce_rate = 100 * counts[DeliveryStatus.BOUNCED] / settled
     reason = ""
     if delivery_rate < float(settings.get("alerts.min_delivery_rate")):
-        reason = (
-            f"Delivery rate {delivery_rate:.1f}% is below {settings.get('alerts.min_delivery_rate')}% "
-            f"after {settled} messages."
-        )
+        limit = settings.get("alerts.min_delivery_rate")
+        reason = pause_for(campaign_id, "delivery_rate", rate=f"{delivery_rate:.1f}", limit=limit, settled=settled)
     elif bounce_rate > float(settings.get("alerts.max_bounce_rate")):
-        reason = (
-            f"Bounce rate {bounce_rate:.1f}% is above {settings.get('alerts.max_bounce_rate')}% "
-            f"after {settled} messages."
-        )
-    if reason and pause_for(campaign_id, reason):
+        limit = settings.get("alerts.max_bounce_rate")
+        reason = pause_for(campaign_id, "bounce_rate", rate=f"{bounce_rate:.1f}", limit=limit, settled=settled)
+    if reason:
         db.session.commit()
-        return reason
-    return ""
+    return reason
 
 
 @dataclass(frozen=True)
@@ -143,7 +166,13 @@ def alert_history(campaign_id: int) -> list[dict[str, Any]]:
         .order_by(audit.AuditEvent.id.desc())
         .limit(20)
     )
-    return [{"at": e.created_at, "reason": (e.details or {}).get("reason", "")} for e in events]
+    history = []
+    for event in events:
+        details = dict(event.details or {})
+        reason = details.pop("reason", "")
+        code = details.pop("code", None)
+        history.append({"at": event.created_at, "reason": reason, "code": code, "params": details})
+    return history
 
 
 def ab_results(campaign_id: int) -> list[AbResult]:

@@ -48,6 +48,20 @@ ACTION_LABELS = {
     "change_score": _l("change score"),
 }
 
+PAUSE_REASON_LABELS = {
+    "delivery_rate": _l("Delivery rate %(rate)s%% is below %(limit)s%% after %(settled)s messages."),
+    "bounce_rate": _l("Bounce rate %(rate)s%% is above %(limit)s%% after %(settled)s messages."),
+    "refused": _l("The mail server refused the sender: %(reply)s"),
+}
+
+
+def pause_reason_label(code: str | None, params: dict, fallback: str = "") -> str:
+    """Why the portal paused a campaign, in the reader's language."""
+    if code not in PAUSE_REASON_LABELS:
+        return fallback
+    return str(PAUSE_REASON_LABELS[code]) % params
+
+
 EXCLUSION_LABELS = {
     "suppressed": _l("suppressed"),
     "unsubscribed": _l("unsubscribed"),
@@ -86,6 +100,8 @@ def campaign_labels():
         "step_kind_label": lambda k: KIND_LABELS.get(k, k),
         "step_label": step_label,
         "exclusion_label": lambda r: EXCLUSION_LABELS.get(r, r),
+        "pause_reason_label": pause_reason_label,
+        "pause_details": monitoring.pause_details,
     }
 
 

@@ -481,7 +481,7 @@ class Sender:
         if pause_reason:
             from portal.campaigns.monitoring import pause_for
 
-            pause_for(results[0][0].campaign_id, f"The mail server refused the sender: {pause_reason}"[:1000])
+            pause_for(results[0][0].campaign_id, "refused", reply=pause_reason[:500])
             outcome.paused = pause_reason
         status = db.session.scalar(select(Campaign.status).where(Campaign.id == results[0][0].campaign_id))
         db.session.commit()

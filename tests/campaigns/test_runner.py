@@ -252,7 +252,11 @@ def test_campaign_page_shows_progress_and_why_it_was_paused(app, client, login_a
     login_as("operations_specialist")
     page = client.get(f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'id="progress-sent">113<' in page and 'id="progress-bounced">7<' in page
-    assert "Bounce rate 5.8%" in page
+    assert "退回率 5.8% 高于 5%" in page  # the reason, in the reader's language
+    english = client.get(
+        f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true", "Accept-Language": "en"}
+    ).get_data(as_text=True)
+    assert "Bounce rate 5.8% is above 5% after 120 messages." in english
     assert "every 2s" not in page  # a paused campaign's progress stops polling
 
 
