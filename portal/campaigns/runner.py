@@ -161,8 +161,18 @@ def _contacts_at(campaign_id: int, step_id: int, *conditions: Any):
 
 
 def enrol(campaign: Campaign, flow: Flow, now: datetime) -> None:
-    """Add the contacts who enter the campaign now (ON CONFLICT: each contact enters once)."""
+    """Add the contacts who enter the campaign now (ON CONFLICT: each contact enters once).
+
+    A "start" campaign takes its segment once, when it starts; the other entries look for
+    newcomers at every tick. When the flow opens with a plain message step, its deliveries
+    are planned straight from the newcomers and committed before their journeys are
+    written (just past that step), so that sending starts as early as it can; a tick cut
+    short in between plans nothing twice and writes the journeys next time."""
     if flow.first is None or campaign.segment_id is None:
+        return
+    if campaign.entry_kind == "start" and db.session.scalar(
+        select(Journey.id).where(Journey.campaign_id == campaign.id).limit(1)
+    ):
         return
     members = segment_query(campaign.segment_id)
     if campaign.entry_kind == "event":
@@ -171,16 +181,35 @@ def enrol(campaign: Campaign, flow: Flow, now: datetime) -> None:
             ContactEvent.occurred_at >= campaign.started_at,
             ContactEvent.contact_id.in_(members),
         )
-    members = members.subquery()
+    entered = Contact.id.in_(select(Journey.contact_id).where(Journey.campaign_id == campaign.id))
+    newcomers = select(Contact.id).where(Contact.id.in_(members), ~entered)
+    first = flow.steps[flow.first]
+    step_id, last_message = flow.first, None
+    if first.kind == StepKind.MESSAGE and not (first.config or {}).get("ab"):
+        plan_step(
+            campaign_id=campaign.id,
+            step_id=first.id,
+            channel=first.channel or "email",
+            content_version_id=first.content_version_id,
+            contacts=newcomers,
+            due_at=next_send_time(campaign, now),
+            now=now,
+        )
+        _planned(flow, campaign.id)
+        step_id, last_message = flow.next[first.id], first.id
+    newcomers = newcomers.subquery()
     rows = select(
         literal(campaign.id),
-        members.c[0],
-        literal(flow.first),
-        literal(JourneyStatus.ACTIVE.value),
+        newcomers.c.id,
+        literal(step_id),
+        literal(JourneyStatus.ACTIVE.value if step_id is not None else JourneyStatus.COMPLETED.value),
         literal(now, Journey.arrived_at.type),
         literal(now, Journey.entered_at.type),
         literal(""),
-    ).distinct()
+        literal(last_message),
+        literal(now if last_message else None, Journey.last_message_at.type),
+        literal(now if step_id is None else None, Journey.finished_at.type),
+    )
     columns = Journey.__table__.c
     db.session.execute(
         insert_ignoring_duplicates(
@@ -193,6 +222,9 @@ def enrol(campaign: Campaign, flow: Flow, now: datetime) -> None:
                 columns.arrived_at,
                 columns.entered_at,
                 columns.exit_reason,
+                columns.last_message_step_id,
+                columns.last_message_at,
+                columns.finished_at,
             ],
             rows,
         )

@@ -276,3 +276,20 @@ def test_progress_says_when_messages_wait_for_the_send_window(app, client, login
     login_as("operations_specialist")
     page = client.get(f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'id="window-wait"' in page and opens.strftime("%H:%M") in page
+
+
+def test_a_flow_may_open_with_a_delay_and_a_start_campaign_takes_its_segment_once(people, version):
+    factories.add_contacts(2)
+    campaign_id = factories.scheduled_campaign(
+        people["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "delay", "config": {"hours": 2}}, _message(version)],
+    )
+    _delay, message = _steps(campaign_id)
+    now = utcnow()
+    run_due(now)
+    assert db.session.scalar(select(func.count()).where(Journey.campaign_id == campaign_id)) == 2
+    factories.add_contacts(1)  # joins the segment after the start: not part of this campaign
+    run_due(now + timedelta(hours=2, minutes=1))
+    assert len(_planned(message)) == 2
+    assert db.session.scalar(select(func.count()).where(Journey.campaign_id == campaign_id)) == 2
