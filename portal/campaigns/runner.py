@@ -503,16 +503,19 @@ def _finish_if_done(campaign: Campaign, now: datetime) -> bool:
     no message is left to send."""
     if campaign.entry_kind != "start":
         return False
+    # Existence, not counts: this runs at every tick while a large campaign sends.
     active = db.session.scalar(
-        select(func.count()).where(Journey.campaign_id == campaign.id, Journey.status == JourneyStatus.ACTIVE)
+        select(Journey.id).where(Journey.campaign_id == campaign.id, Journey.status == JourneyStatus.ACTIVE).limit(1)
     )
-    open_deliveries = db.session.scalar(
-        select(func.count()).where(
+    open_delivery = db.session.scalar(
+        select(Delivery.id)
+        .where(
             Delivery.campaign_id == campaign.id,
             Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
         )
+        .limit(1)
     )
-    if active or open_deliveries:
+    if active is not None or open_delivery is not None:
         return False
     campaign.status = CampaignStatus.COMPLETED
     campaign.finished_at = now
