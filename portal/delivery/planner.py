@@ -123,6 +123,8 @@ def plan_step(
         .select_from(Contact)
         .outerjoin(recent, recent.c.contact_id == Contact.id)
         .where(Contact.id.in_(contacts))
+        # Ledger ids, and so the order of sending, follow the contacts' order: deterministic.
+        .order_by(Contact.id)
     )
     columns = Delivery.__table__.c
     db.session.execute(
