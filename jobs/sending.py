@@ -26,6 +26,10 @@ from portal.queue import SENDING_QUEUE, enqueue, redis_connection
 
 log = logging.getLogger(__name__)
 
+# How often a sender recounts its campaign's results for the alerts (a GROUP BY over the
+# campaign's ledger): often enough to pause a failing send within seconds.
+ALERT_CHECK_SECONDS = 10
+
 
 def run_campaigns() -> dict[str, int]:
     """The periodic tick; idempotent and safe to overlap with another tick."""
@@ -130,7 +134,7 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
                 totals[key] += getattr(outcome, key)
             if outcome.paused or outcome.unavailable:
                 break
-            if time.monotonic() - last_alert_check > 2:
+            if time.monotonic() - last_alert_check > ALERT_CHECK_SECONDS:
                 last_alert_check = time.monotonic()
                 if check_alerts(campaign_id):
                     break

@@ -41,10 +41,10 @@ from portal.models_base import utcnow
 log = logging.getLogger(__name__)
 
 # Results are committed after this many messages: the most a killed worker can leave sent
-# but unrecorded (and so send again after its lease expires). Each commit costs a WAL flush
-# and a status check, so fewer, larger chunks send faster; 100 keeps that cost near 10 µs
-# a message while bounding the repeats of a crash to a fraction of a second of sending.
-RECORD_EVERY = 100
+# but unrecorded (and so send again after its lease expires). Each commit costs a round
+# trip, a status check and index work, so fewer, larger chunks send faster; 200 is a tenth
+# of a second of one sender's work, which bounds the repeats of a crash.
+RECORD_EVERY = 200
 
 
 @dataclass(frozen=True, slots=True)
