@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -183,3 +183,11 @@ def ab_results(campaign_id: int) -> list[AbResult]:
             .where(CampaignStep.campaign_id == campaign_id)
         )
     )
+
+
+def window_opens(campaign: Campaign) -> datetime | None:
+    """When the campaign's send window next opens, or None while it is open."""
+    from portal.campaigns.runner import in_send_window, next_send_time
+
+    now = utcnow()
+    return None if in_send_window(campaign, now) else next_send_time(campaign, now)

@@ -164,13 +164,9 @@ def show(campaign_id: int):
 
 
 def _progress_context(campaign: Campaign) -> dict:
-    from portal.campaigns.runner import in_send_window, next_send_time
-    from portal.models_base import utcnow
-
-    now = utcnow()
     return {
         # When messages wait for the send window to open, the page says until when.
-        "window_opens": None if in_send_window(campaign, now) else next_send_time(campaign, now),
+        "window_opens": monitoring.window_opens(campaign),
         "progress": monitoring.progress(campaign.id),
         "alerts": monitoring.alert_history(campaign.id),
         "ab_results": monitoring.ab_results(campaign.id),

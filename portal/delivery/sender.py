@@ -32,6 +32,7 @@ from sqlalchemy import select, text, update
 from portal.audience.models import ConsentStatus, Contact, ContactConsent, ContactEvent, EventKind
 from portal.campaigns.models import Campaign, CampaignStatus
 from portal.delivery.channels.base import ChannelUnavailable, Outcome, SendResult
+from portal.delivery.mime import make_message_id
 from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
 from portal.delivery.render import CONTACT_FIELDS, contact_variables
 from portal.delivery.tokens import LinkTracker, tracking_tokens
@@ -343,7 +344,7 @@ class Sender:
                     subject=subject,
                     html=html,
                     text=text or None,
-                    message_id=_message_id(delivery, self._domain),
+                    message_id=make_message_id(delivery.id, self._domain),
                     unsubscribe_url=unsubscribe_url,
                     unsubscribe_mailto=self._mailto(delivery),
                 )
@@ -492,12 +493,6 @@ class Sender:
         if attempts < 1 or attempts > len(self._retry_delays):
             return None
         return self._retry_delays[attempts - 1]
-
-
-def _message_id(delivery: Claimed, domain: str) -> str:
-    from portal.delivery.mime import make_message_id
-
-    return make_message_id(delivery.id, domain)
 
 
 def _suppress_bounced(bounced: list[Claimed], results: list[tuple[Claimed, Any]], now: datetime) -> None:

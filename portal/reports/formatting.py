@@ -36,8 +36,8 @@ class Column(NamedTuple):
     kind: str  # int | pct | money | text
 
 
-KPIS: tuple[Column, ...] = (
-    Column("audience", _l("Audience"), "int"),
+# What every message-level table and card shows, in this order.
+_MESSAGE_FIGURES: tuple[Column, ...] = (
     Column("delivered", _l("Delivered"), "int"),
     Column("delivery_rate", _l("Delivery rate"), "pct"),
     Column("hard_bounces", _l("Hard bounces"), "int"),
@@ -50,6 +50,11 @@ KPIS: tuple[Column, ...] = (
     Column("unsubscribes", _l("Unsubscribes"), "int"),
     Column("conversions", _l("Conversions"), "int"),
     Column("conversion_rate", _l("Conversion rate"), "pct"),
+)
+
+KPIS: tuple[Column, ...] = (
+    Column("audience", _l("Audience"), "int"),
+    *_MESSAGE_FIGURES,
     Column("revenue", _l("Revenue"), "money"),
     Column("cost", _l("Cost"), "money"),
     Column("cost_per_acquisition", _l("Cost per acquisition"), "money"),
@@ -59,18 +64,7 @@ KPIS: tuple[Column, ...] = (
 GROUP_COLUMNS: tuple[Column, ...] = (
     Column("audience", _l("Audience"), "int"),
     Column("attempted", _l("Sent"), "int"),
-    Column("delivered", _l("Delivered"), "int"),
-    Column("delivery_rate", _l("Delivery rate"), "pct"),
-    Column("hard_bounces", _l("Hard bounces"), "int"),
-    Column("soft_bounces", _l("Soft bounces"), "int"),
-    Column("opens", _l("Unique opens"), "int"),
-    Column("open_rate", _l("Open rate"), "pct"),
-    Column("clicks", _l("Unique clicks"), "int"),
-    Column("click_rate", _l("Click rate"), "pct"),
-    Column("click_to_open_rate", _l("Click-to-open rate"), "pct"),
-    Column("unsubscribes", _l("Unsubscribes"), "int"),
-    Column("conversions", _l("Conversions"), "int"),
-    Column("conversion_rate", _l("Conversion rate"), "pct"),
+    *_MESSAGE_FIGURES,
     Column("attributed_revenue", _l("Revenue (purchases)"), "money"),
 )
 
