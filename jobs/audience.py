@@ -8,15 +8,16 @@ from portal.queue import JobRun, redis_connection
 
 
 def run_import(import_id: int, job_run_id: int | None = None) -> None:
+    from portal.audience.importing import ImportFailed
     from portal.audience.importing import run_import as import_file
 
     with tracked(job_run_id) as progress:
         job = import_file(import_id, progress=progress.update)
-        progress.update(
-            100,
-            f"{job.rows} rows: {job.created} created, {job.updated} updated, "
-            f"{job.unchanged} unchanged, {job.rejected} rejected",
-        )
+        if job.status == "failed":
+            # The import page says why in plain words; the run is marked failed too.
+            raise ImportFailed(job.failure)
+        # The import's page tells the outcome in the reader's language; the run keeps figures only.
+        progress.update(100, f"{job.rows} / {job.rows}")
         if job_run_id:
             db.session.get(JobRun, job_run_id).result_ref = f"import:{job.id}"
             db.session.commit()
@@ -34,6 +35,13 @@ def recompute_lifecycle_stages() -> int:
     from portal.audience.lifecycle import recompute_stages
 
     return recompute_stages()
+
+
+def remove_abandoned_uploads() -> int:
+    """Daily: the uploads of imports nobody confirmed within a week. Idempotent."""
+    from portal.audience.importing import remove_abandoned_uploads as remove
+
+    return remove()
 
 
 def export_segment(segment_id: int, file_format: str, job_run_id: int | None = None) -> None:

@@ -23,3 +23,10 @@ def run_scheduled_reports() -> list[int]:
     from portal.reports.service import run_due_schedules
 
     return run_due_schedules()
+
+
+def refresh_report_rollups() -> int:
+    """Periodic: count what changed in the ledger into the dashboard's rollups."""
+    from portal.reports.rollups import refresh
+
+    return refresh()

@@ -16,7 +16,7 @@ from rq.cron import CronScheduler
 
 from jobs.worker import QuietFrequentJobs
 from portal import create_app
-from portal.queue import DEFAULT_QUEUE, SENDING_QUEUE
+from portal.queue import DEFAULT_QUEUE, TICK_QUEUE
 
 
 class PeriodicJob(NamedTuple):
@@ -28,14 +28,18 @@ class PeriodicJob(NamedTuple):
 
 
 PERIODIC_JOBS: list[PeriodicJob] = [
-    # Pause, resume and new steps take effect within seconds of a change.
-    PeriodicJob("jobs.sending.run_campaigns", interval=5, queue=SENDING_QUEUE, timeout=300),
+    # Pause, resume and new steps take effect within seconds of a change; its own queue (and
+    # worker) so that it never waits behind the senders.
+    PeriodicJob("jobs.sending.run_campaigns", interval=5, queue=TICK_QUEUE, timeout=300),
     PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
     PeriodicJob("jobs.maintenance.purge_expired_sessions", "17 * * * *", timeout=300),
     PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),
     PeriodicJob("jobs.audience.evaluate_tag_rules", "7 * * * *", timeout=1800),
     PeriodicJob("jobs.audience.recompute_lifecycle_stages", "23 2 * * *", timeout=3600),
+    PeriodicJob("jobs.audience.remove_abandoned_uploads", "53 4 * * *", timeout=600),
     PeriodicJob("jobs.reports.run_scheduled_reports", "11 * * * *", queue="reports", timeout=600),
+    # Well within REPORT_ROLLUP_MAX_AGE_SECONDS, so pages seldom refresh the rollups themselves.
+    PeriodicJob("jobs.reports.refresh_report_rollups", interval=20, queue="reports", timeout=3600),
 ]
 
 

@@ -1,10 +1,12 @@
 """Sending jobs: the campaign tick, the senders, and test sends.
 
-    run_campaigns      every few seconds (jobs/schedule.py): start due campaigns, move
-                       journeys, plan deliveries, release dead senders' leases, and start
-                       sender jobs for campaigns with messages due
+    run_campaigns      every few seconds (jobs/schedule.py), on a queue of its own so that it
+                       never waits behind senders: start due campaigns, move journeys, plan
+                       deliveries, release dead senders' leases, and start sender jobs for
+                       campaigns with messages due
     send_deliveries    one sender: claims batches of a campaign's due deliveries and sends
-                       them until none is due, the campaign stops, or its time is up
+                       them until none is due, the campaign stops, its time is up or its
+                       worker is stopping
 
 Each running campaign has SENDERS_PER_CAMPAIGN sender slots; see `start_senders` for how a
 dead or lost sender is replaced. RQ may still run a job twice (an abandoned job retried):
@@ -19,21 +21,18 @@ import time
 
 from flask import current_app
 
+from jobs import shutdown
 from jobs.tracking import tracked
+from portal.campaigns.models import Campaign, CampaignStatus
 from portal.extensions import db
 from portal.models_base import utcnow
 from portal.queue import SENDING_QUEUE, enqueue, redis_connection
 
 log = logging.getLogger(__name__)
 
-# How often a sender recounts its campaign's results for the alerts (a GROUP BY over the
-# campaign's ledger): often enough to pause a failing send within seconds.
-ALERT_CHECK_SECONDS = 10
-
 
 def run_campaigns() -> dict[str, int]:
     """The periodic tick; idempotent and safe to overlap with another tick."""
-    from portal.campaigns.models import Campaign
     from portal.campaigns.monitoring import check_alerts
     from portal.campaigns.runner import in_send_window, run_due
 
@@ -100,46 +99,51 @@ def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> int:
 
 
 def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
-    """Send the campaign's due deliveries batch by batch; returns counts and where the time went."""
-    from portal.campaigns.models import Campaign, CampaignStatus
-    from portal.campaigns.monitoring import check_alerts
-    from portal.campaigns.runner import in_send_window
-    from portal.delivery.sender import Sender, claim
+    """Send the campaign's due deliveries batch by batch; returns counts and where the time went.
+
+    Stops when none is due, the campaign stops running (an alert judged on each recorded
+    chunk, a person, the send window), its time is up, or the worker is stopping: then the
+    chunk in flight is recorded, the rest of the claim given back, the slot freed and a
+    replacement queued for another worker (jobs/shutdown.py)."""
+    from portal.delivery.sender import Sender, claim, release_claims
 
     config = current_app.config
     deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
     totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "batches": 0}
-    last_alert_check = time.monotonic()
     heartbeat = _sender_key(campaign_id, slot)
     connection = redis_connection()
-    with Sender(current_app._get_current_object()) as sender:
-        while time.monotonic() < deadline:
-            connection.set(heartbeat, sender.owner, ex=config["DELIVERY_LEASE_SECONDS"])
-            campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
-            if campaign is None or campaign.status != CampaignStatus.RUNNING or not in_send_window(campaign, utcnow()):
-                break
-            allowance = _throttle_allowance(campaign_id, campaign.throttle_per_minute, config["DELIVERY_BATCH_SIZE"])
-            db.session.commit()
-            if allowance == 0:
-                time.sleep(min(60 - time.time() % 60, max(deadline - time.monotonic(), 0)) + 0.05)
-                continue
-            started = time.perf_counter()
-            batch = claim(campaign_id, sender.owner, allowance, config["DELIVERY_LEASE_SECONDS"])
-            sender.timings.database += time.perf_counter() - started
-            if not batch:
-                break
-            outcome = sender.send(batch)
-            totals["batches"] += 1
-            for key in ("sent", "retry", "bounced", "failed", "skipped"):
-                totals[key] += getattr(outcome, key)
-            if outcome.paused or outcome.unavailable:
-                break
-            if time.monotonic() - last_alert_check > ALERT_CHECK_SECONDS:
-                last_alert_check = time.monotonic()
-                if check_alerts(campaign_id):
+    with Sender(current_app._get_current_object(), should_stop=shutdown.requested) as sender:
+        try:
+            while time.monotonic() < deadline and not shutdown.requested():
+                connection.set(heartbeat, sender.owner, ex=config["DELIVERY_LEASE_SECONDS"])
+                if not _still_sending(campaign_id):
                     break
-        check_alerts(campaign_id)
+                throttle = db.session.get(Campaign, campaign_id).throttle_per_minute
+                allowance = _throttle_allowance(campaign_id, throttle, config["DELIVERY_BATCH_SIZE"])
+                db.session.commit()
+                if allowance == 0:
+                    if not _wait_for_allowance(campaign_id, deadline):
+                        break
+                    continue
+                started = time.perf_counter()
+                batch = claim(campaign_id, sender.owner, allowance, config["DELIVERY_LEASE_SECONDS"])
+                sender.timings.database += time.perf_counter() - started
+                if not batch:
+                    break
+                outcome = sender.send(batch)
+                totals["batches"] += 1
+                for key in ("sent", "retry", "bounced", "failed", "skipped"):
+                    totals[key] += getattr(outcome, key)
+                if outcome.paused or outcome.unavailable or outcome.stopped:
+                    break
+        except shutdown.ShutdownRequested:
+            # The grace ran out in the middle of a message: what was not recorded is sent again.
+            db.session.rollback()
+        finally:
+            release_claims(campaign_id, sender.owner)
     connection.delete(heartbeat)
+    if shutdown.requested() and _still_sending(campaign_id):
+        start_senders(campaign_id)  # the freed slot's replacement, for a worker that stays
     timings = sender.timings.as_dict()
     # This process's peak memory (a forked work horse: its own high-water mark).
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -149,6 +153,29 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
         **{f"seconds_{k}": v for k, v in timings.items() if k != "messages"},
         "peak_rss_mb": peak_rss_mb,
     }
+
+
+def _still_sending(campaign_id: int) -> bool:
+    from portal.campaigns.runner import in_send_window
+
+    campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+    return campaign is not None and campaign.status == CampaignStatus.RUNNING and in_send_window(campaign, utcnow())
+
+
+def _wait_for_allowance(campaign_id: int, deadline: float) -> bool:
+    """Wait for the next minute's throttle allowance, checking every second that the campaign
+    still sends, that its alerts hold (another sender's results may have crossed a limit) and
+    that the worker is not stopping. False when the sender should stop instead."""
+    from portal.campaigns.monitoring import check_alerts
+
+    until = min(time.monotonic() + 60 - time.time() % 60 + 0.05, deadline)
+    while time.monotonic() < until:
+        time.sleep(max(min(1.0, until - time.monotonic()), 0))
+        if shutdown.requested() or not _still_sending(campaign_id) or check_alerts(campaign_id):
+            db.session.commit()
+            return False
+        db.session.commit()
+    return True
 
 
 def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) -> dict[str, int]:

@@ -3,16 +3,23 @@
     python -m jobs.worker [--burst] [queue ...]
 
 Each job runs in a forked work horse inside the app context; the horse drops the database
-connections it inherited from the parent so that the two never share a socket."""
+connections it inherited from the parent so that the two never share a socket.
+
+On SIGTERM (a deploy, a scale-down) the worker takes no new job and tells its horse to stop
+(see jobs/shutdown.py): the worker is gone within WORKER_STOP_SECONDS, its job either finished
+or queued again, never in RQ's failed registry."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 
 from rq import Queue, Worker
 
+from jobs import shutdown
 from portal import create_app
 from portal.extensions import db
 from portal.queue import QUEUES
@@ -36,6 +43,17 @@ class PortalWorker(Worker):
     def __init__(self, *args, app=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.app = app
+
+    def setup_work_horse_signals(self):
+        super().setup_work_horse_signals()
+        shutdown.install()
+
+    def handle_warm_shutdown_request(self):
+        # RQ would wait for the job to end (a sender: up to SENDER_JOB_SECONDS); ask it to stop.
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            with contextlib.suppress(ProcessLookupError):  # the horse has just finished
+                os.kill(self.horse_pid, signal.SIGTERM)
 
     def main_work_horse(self, job, queue):
         # The work horse is a fork: use fresh database connections, never the parent's.

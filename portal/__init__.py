@@ -12,7 +12,7 @@ from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from portal import errors, navigation
+from portal import errors, labels, navigation, security
 from portal.access import public
 from portal.config import load_config
 from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
@@ -35,12 +35,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     _register_sessions_and_sso(app)
+    security.register(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], health_check_interval=30)
 
     _register_models()
     _register_blueprints(app)
     errors.register(app)
     navigation.register(app)
+    labels.register(app)
     _register_cli(app)
 
     # Flask's own static route is open to everyone, like the sign-in page.
@@ -110,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.auth.views import bp as auth_bp
     from portal.campaigns.views import bp as campaigns_bp
     from portal.content.views import bp as content_bp
+    from portal.content.views import media_bp
     from portal.core.views import bp as core_bp
     from portal.delivery.views import bp as delivery_bp
     from portal.reports.views import bp as reports_bp
@@ -118,6 +121,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(content_bp, url_prefix="/content")
+    app.register_blueprint(media_bp)
     app.register_blueprint(audience_bp, url_prefix="/audience")
     app.register_blueprint(campaigns_bp, url_prefix="/campaigns")
     app.register_blueprint(reports_bp, url_prefix="/reports")

@@ -6,6 +6,7 @@ retention purge run by the maintenance job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,23 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(255), default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# How an action's details read as a sentence in the reader's language, registered by the area
+# that records the action (its views module, where the translations live).
+DESCRIPTIONS: dict[str, Callable[[dict[str, Any]], str]] = {}
+
+
+def describe(action: str, details: dict[str, Any] | None) -> str | None:
+    """The details of an event of `action` as a sentence, or None when the action has no
+    description (or the details are not what it expects)."""
+    render = DESCRIPTIONS.get(action)
+    if render is None:
+        return None
+    try:
+        return render(dict(details or {}))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def record(actor: Any, action: str, target: str = "", details: dict[str, Any] | None = None) -> AuditEvent:

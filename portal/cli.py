@@ -37,3 +37,10 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"Local administrator {user.email} created.")
         click.echo(f"One-time password (shown once, must be changed at first sign-in): {password}")
+
+    @app.cli.command("rebuild-report-rollups")
+    def rebuild_report_rollups() -> None:
+        """Count the whole ledger into the reports' rollups again (after adding a dimension)."""
+        from portal.reports.rollups import rebuild
+
+        click.echo(f"{rebuild()} contacts counted")

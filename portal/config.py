@@ -12,6 +12,20 @@ from pathlib import Path
 from typing import Any
 
 DEV_SECRET_KEY = "dev-only-secret-change-me"  # noqa: S105 - refused in production below
+# Production refuses a SECRET_KEY shorter than this (in bytes) or one of the well-known values.
+MIN_SECRET_KEY_BYTES = 32
+KNOWN_SECRET_KEYS = frozenset(
+    {
+        DEV_SECRET_KEY,
+        "test-secret-key-not-for-production",
+        "change-me",
+        "changeme",
+        "secret",
+        "secret-key",
+        "your-secret-key",
+        "super-secret-key",
+    }
+)
 
 # Names read from the environment, with the type each one is parsed into.
 ENV_SETTINGS: dict[str, type] = {
@@ -23,6 +37,10 @@ ENV_SETTINGS: dict[str, type] = {
     "OIDC_CLIENT_ID": str,
     "OIDC_CLIENT_SECRET": str,
     "OIDC_GROUPS_CLAIM": str,
+    "OIDC_SCOPES": str,
+    "OIDC_TOKEN_AUTH_METHOD": str,
+    "OIDC_POST_LOGOUT_REDIRECT": str,
+    "TRUSTED_PROXY_HOPS": int,
     "SMTP_URL": str,
     "MAIL_FROM": str,
     "OUTBOX_DIR": str,
@@ -32,6 +50,7 @@ ENV_SETTINGS: dict[str, type] = {
     "SESSION_IDLE_MINUTES": int,
     "SESSION_ABSOLUTE_HOURS": int,
     "AUDIT_RETENTION_DAYS": int,
+    "API_MAX_BODY_BYTES": int,
     "RATELIMIT_STORAGE_URI": str,
     "SMS_OPT_OUT_TEXT": str,
     "COMPANY_EMAIL_DOMAINS": str,
@@ -51,6 +70,7 @@ ENV_SETTINGS: dict[str, type] = {
     "SENDERS_PER_CAMPAIGN": int,
     "SENDER_JOB_SECONDS": int,
     "REPORT_FONT_PATH": str,
+    "REPORT_ROLLUP_MAX_AGE_SECONDS": int,
 }
 
 
@@ -64,7 +84,19 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "OIDC_ISSUER": "http://127.0.0.1:9400",
         "OIDC_CLIENT_ID": "marketing-portal",
         "OIDC_CLIENT_SECRET": "dev-client-secret",
+        # The claim(s) holding the person's groups: a dotted path reaches into an object
+        # (Keycloak's realm_access.roles); several names separated by commas are read together
+        # (Entra ID's "groups,roles"); empty = the provider sends no groups (Google Workspace)
+        # and roles are given in the portal.
         "OIDC_GROUPS_CLAIM": "groups",
+        # Okta and Authing release groups only for a `groups` scope.
+        "OIDC_SCOPES": "openid email profile",
+        # How the portal authenticates at the token endpoint: client_secret_basic or client_secret_post.
+        "OIDC_TOKEN_AUTH_METHOD": "client_secret_basic",
+        # Where the provider sends the browser after sign-out; empty = the portal's sign-in page.
+        "OIDC_POST_LOGOUT_REDIRECT": "",
+        # Reverse proxies in front of the portal whose X-Forwarded-For/-Proto/-Host are trusted.
+        "TRUSTED_PROXY_HOPS": 0,
         "SMTP_URL": "smtp://127.0.0.1:8025",
         "MAIL_FROM": "Marketing <marketing@example.com>",
         # The development SMTP sink writes here and the Outbox page reads it; unset in production.
@@ -75,6 +107,8 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SESSION_IDLE_MINUTES": 60,
         "SESSION_ABSOLUTE_HOURS": 12,
         "AUDIT_RETENTION_DAYS": 180,
+        # The events API reads at most this much of a request's body (413 beyond).
+        "API_MAX_BODY_BYTES": 1024 * 1024,
         "RATELIMIT_STORAGE_URI": "",
         # Every marketing SMS must carry this opt-out instruction.
         "SMS_OPT_OUT_TEXT": "回T退订",
@@ -107,6 +141,9 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SENDER_JOB_SECONDS": 30,
         # A TrueType font with Chinese for PDF reports; empty = a font found on the system.
         "REPORT_FONT_PATH": "",
+        # The dashboard's figures come from rollups refreshed in the background; a page never
+        # shows rollups older than this (it refreshes them first).
+        "REPORT_ROLLUP_MAX_AGE_SECONDS": 60,
         "LANGUAGES": ["zh_CN", "en"],
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
@@ -141,8 +178,8 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None = None) -> 
     values.update(overrides or {})
 
     production = values["PORTAL_ENV"] == "production"
-    if production and values["SECRET_KEY"] == DEV_SECRET_KEY:
-        raise RuntimeError("SECRET_KEY must be set to a private random value in production")
+    if production:
+        check_secret_key(values["SECRET_KEY"])
     values["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(values["DATABASE_URL"])
     values["TESTING"] = values["PORTAL_ENV"] == "testing"
     values["SESSION_COOKIE_HTTPONLY"] = True
@@ -152,6 +189,18 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None = None) -> 
     values["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=values["SESSION_ABSOLUTE_HOURS"])
     values["RATELIMIT_STORAGE_URI"] = values["RATELIMIT_STORAGE_URI"] or values["REDIS_URL"]
     return values
+
+
+def check_secret_key(secret: str | bytes | None) -> None:
+    """Refuse a production SECRET_KEY that is empty, short or a well-known value: it signs the
+    session cookies, CSRF tokens and the tracking and unsubscribe links."""
+    raw = secret.encode() if isinstance(secret, str) else (secret or b"")
+    if not raw.strip():
+        raise RuntimeError("SECRET_KEY is empty: set it to a private random value in production")
+    if raw.decode(errors="replace") in KNOWN_SECRET_KEYS:
+        raise RuntimeError("SECRET_KEY is a well-known default: set it to a private random value in production")
+    if len(raw) < MIN_SECRET_KEY_BYTES:
+        raise RuntimeError(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes: generate a longer one")
 
 
 def normalise_database_url(url: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import make_response, redirect, render_template, request
 
 
@@ -22,3 +24,22 @@ def redirect_after_post(location: str):
         response.headers["HX-Location"] = location
         return response
     return redirect(location, code=303)
+
+
+def same_site_path(target: str | None, fallback: str) -> str:
+    """`target` when it is a path on this site, else `fallback`: every `next`, `back` and the
+    like goes through here, so that no form or link can send a person off-site. Browsers drop
+    tabs and newlines from URLs ("/<tab>/evil.example" becomes "//evil.example") and read a
+    backslash as a slash, so control characters and backslashes are refused too."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(char) < 32 or ord(char) == 127 for char in target)
+    ):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target

@@ -14,6 +14,7 @@ from flask_login import current_user
 
 from portal import notify
 from portal.access import Permission
+from portal.labels import label
 
 
 class NavItem(NamedTuple):
@@ -21,15 +22,6 @@ class NavItem(NamedTuple):
     label: object  # a lazy string, translated when rendered
     permission: Permission
 
-
-# Built-in role names as people read them; custom roles show their own label.
-ROLE_LABELS = {
-    "administrator": _l("Administrator"),
-    "marketing_manager": _l("Marketing manager"),
-    "operations_specialist": _l("Operations specialist"),
-    "reviewer": _l("Reviewer"),
-    "data_analyst": _l("Data analyst"),
-}
 
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("core.dashboard", _l("Dashboard"), Permission.DASHBOARD_VIEW),
@@ -56,7 +48,7 @@ def register(app: Flask) -> None:
             "nav_items": lambda: visible_items(app),
             "has_endpoint": lambda name: name in app.view_functions,
             "unread_notifications": lambda: notify.unread_count(current_user.id),
-            "role_label": lambda name, label=None: ROLE_LABELS.get(name, label or name),
+            "role_label": lambda name, fallback=None: label("role", name, fallback),
             "current_locale": lambda: "zh_CN" if get_locale().language == "zh" else "en",
             "Permission": Permission,
         }

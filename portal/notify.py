@@ -1,11 +1,16 @@
-"""In-portal notifications: alerts, reviews waiting, reports ready."""
+"""In-portal notifications: alerts, reviews waiting, reports ready.
+
+A notification is stored as a kind and its parameters ("content.changes_requested", with the
+asset's name and the reviewer's comment) and made a sentence in the reader's language when it
+is shown; `message` is only the fallback for kinds this code does not know."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, func, select, update
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -19,15 +24,30 @@ class Notification(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     message: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     link: Mapped[str] = mapped_column(String(500), default="")
     read: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def notify(recipient_ids: Iterable[int], message: str, link: str = "") -> None:
-    """Queue a notification for each recipient in the caller's transaction."""
+def notify(recipient_ids: Iterable[int], message: str = "", link: str = "", kind: str = "", **params: Any) -> None:
+    """Queue a notification for each recipient in the caller's transaction: a `kind` with its
+    parameters (see portal.labels.NOTIFICATIONS), linking to the object it is about. The
+    sentence in the portal's default language is kept as `message`, for kinds a later version
+    of the code might no longer know."""
+    if kind and not message:
+        from flask import current_app
+        from flask_babel import force_locale
+
+        from portal.labels import notification_text
+
+        with force_locale(current_app.config["BABEL_DEFAULT_LOCALE"]):
+            message = notification_text(kind, params)
     for user_id in set(recipient_ids):
-        db.session.add(Notification(user_id=user_id, message=message, link=link))
+        db.session.add(
+            Notification(user_id=user_id, message=message[:500], link=link, kind=kind, params=params or None)
+        )
 
 
 def unread_count(user_id: int) -> int:

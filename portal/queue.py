@@ -20,11 +20,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from portal.extensions import db
 from portal.models_base import UTCDateTime, utcnow
 
+# The campaign tick has a queue of its own, served by a worker of its own in production, so
+# that it never waits behind senders (each of which runs for SENDER_JOB_SECONDS).
+TICK_QUEUE = "campaign-tick"
 DEFAULT_QUEUE = "default"
 SENDING_QUEUE = "sending"
 REPORTS_QUEUE = "reports"
-# Worker listening order: sends first, so that a big report never delays a campaign.
-QUEUES = (SENDING_QUEUE, DEFAULT_QUEUE, REPORTS_QUEUE)
+# Worker listening order: the tick, then sends, so that a big report never delays a campaign.
+QUEUES = (TICK_QUEUE, SENDING_QUEUE, DEFAULT_QUEUE, REPORTS_QUEUE)
 
 
 class JobStatus(enum.StrEnum):
@@ -55,6 +58,8 @@ class JobRun(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How often a worker's stop interrupted the job, which was then resumed on another worker.
+    interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def done(self) -> bool:

@@ -26,9 +26,11 @@ DEFAULTS: dict[str, Any] = {
     # the contacts in the "new" lifecycle stage, who have bought nothing yet).
     "sending.max_per_contact_per_day": 2,
     "sending.max_emails_per_prospect_per_week": 2,
-    # Alerts on running campaigns, after alerts.min_attempts settled messages.
+    # Alerts on running campaigns, after alerts.min_attempts settled messages: over the whole
+    # campaign (since its last resume after an alert) and over its last alerts.window ones.
     "alerts.auto_pause": True,
     "alerts.min_attempts": 100,
+    "alerts.window": 1000,
     "alerts.min_delivery_rate": 90,
     "alerts.max_bounce_rate": 5,
 }
@@ -55,4 +57,4 @@ def set_value(actor: Any, key: str, value: Any) -> None:
         db.session.add(Setting(key=key, value=value))
     else:
         row.value = value
-    audit.record(actor, "setting.changed", key, {"before": before, "after": value})
+    audit.record(actor, "setting.changed", f"setting:{key}", {"setting": key, "before": before, "after": value})

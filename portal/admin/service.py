@@ -9,21 +9,51 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, insert, or_, select
 
-from portal import audit
+from portal import audit, settings
 from portal.access import BUILTIN_ROLES, MARKETING_ROLES, Permission
 from portal.audit import AuditEvent
 from portal.auth.models import Role, SsoGroupMapping, User, user_roles
 from portal.auth.sessions import end_sessions_of
 from portal.extensions import db
+from portal.labels import join_list, label
 from portal.paging import Page, paginate
+from portal.refusals import Refusal
 
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
-class AdminError(Exception):
-    """A refused administrative change; the message is shown to the person."""
+class AdminError(Refusal):
+    """A refused administrative change: a code and parameters, made a sentence when shown."""
+
+    messages = {
+        "may_not_assign": _l("You may not assign roles."),
+        "may_not_assign_these": _l("You may not assign: %(roles)s"),
+        "cannot_deactivate_self": _l("You cannot deactivate yourself."),
+        "no_such_user": _l("No such user."),
+        "unknown_permissions": _l("Unknown permissions: %(permissions)s"),
+        "bad_role_name": _l("A role name is 2-64 lower-case letters, digits or underscores."),
+        "role_exists": _l("A role with this name exists already."),
+        "no_such_role": _l("No such role."),
+        "builtin_role": _l("Built-in roles are defined by the portal and cannot be edited."),
+        "group_missing": _l("Give the group's name as the identity provider sends it."),
+        "no_such_mapping": _l("No such mapping."),
+        "unknown_setting": _l("Unknown setting."),
+        "setting_number": _l("%(setting)s: a whole number from %(low)s to %(high)s is needed."),
+        "setting_text": _l("%(setting)s: write a value."),
+    }
+
+    def sentence_params(self) -> dict:
+        params = dict(self.params)
+        if "roles" in params:
+            params["roles"] = join_list(label("role", name) for name in params["roles"])
+        if "permissions" in params:
+            params["permissions"] = join_list(params["permissions"])
+        if "setting" in params:
+            params["setting"] = label("setting", params["setting"])
+        return params
 
 
 def ensure_builtin_roles() -> None:
@@ -82,10 +112,10 @@ def set_manual_roles(actor: User, user_id: int, role_names: set[str]) -> None:
     user = _user(user_id)
     allowed = {role.name: role for role in assignable_roles(actor)}
     if not allowed:
-        raise AdminError("You may not assign roles.")
+        raise AdminError("may_not_assign")
     unknown = role_names - set(allowed)
     if unknown:
-        raise AdminError(f"You may not assign: {', '.join(sorted(unknown))}")
+        raise AdminError("may_not_assign_these", roles=sorted(unknown))
     before = grants_of(user_id)
     kept = {name for name, source in before.items() if source == "manual" and name not in allowed}
     wanted_ids = {role.id for role in db.session.scalars(select(Role).where(Role.name.in_(role_names | kept)))}
@@ -107,7 +137,7 @@ def set_manual_roles(actor: User, user_id: int, role_names: set[str]) -> None:
 def set_user_active(actor: User, user_id: int, active: bool) -> None:
     user = _user(user_id)
     if user.id == actor.id and not active:
-        raise AdminError("You cannot deactivate yourself.")
+        raise AdminError("cannot_deactivate_self")
     if user.active == active:
         return
     user.active = active
@@ -125,7 +155,7 @@ def set_user_active(actor: User, user_id: int, active: bool) -> None:
 def _user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
-        raise AdminError("No such user.")
+        raise AdminError("no_such_user")
     return user
 
 
@@ -143,12 +173,12 @@ def search_users(text: str = "", page: int = 1, per_page: int = 25) -> Page:
 def save_custom_role(actor: User, name: str, label: str, permissions: set[str], role_id: int | None = None) -> Role:
     known = {str(p) for p in Permission}
     if not permissions <= known:
-        raise AdminError(f"Unknown permissions: {', '.join(sorted(permissions - known))}")
+        raise AdminError("unknown_permissions", permissions=sorted(permissions - known))
     if role_id is None:
         if not ROLE_NAME.match(name):
-            raise AdminError("A role name is 2-64 lower-case letters, digits or underscores.")
+            raise AdminError("bad_role_name")
         if db.session.scalar(select(Role).where(Role.name == name)):
-            raise AdminError("A role with this name exists already.")
+            raise AdminError("role_exists")
         role = Role(name=name, label=label.strip() or name, permissions=sorted(permissions), builtin=False)
         db.session.add(role)
         db.session.flush()
@@ -156,9 +186,9 @@ def save_custom_role(actor: User, name: str, label: str, permissions: set[str], 
     else:
         role = db.session.get(Role, role_id)
         if role is None:
-            raise AdminError("No such role.")
+            raise AdminError("no_such_role")
         if role.builtin:
-            raise AdminError("Built-in roles are defined by the portal and cannot be edited.")
+            raise AdminError("builtin_role")
         before = list(role.permissions)
         role.label = label.strip() or role.name
         role.permissions = sorted(permissions)
@@ -186,10 +216,10 @@ def list_mappings() -> list[SsoGroupMapping]:
 def add_mapping(actor: User | None, group_name: str, role_name: str) -> SsoGroupMapping:
     group_name = group_name.strip()
     if not group_name:
-        raise AdminError("Give the group's name as the identity provider sends it.")
+        raise AdminError("group_missing")
     role = db.session.scalar(select(Role).where(Role.name == role_name))
     if role is None:
-        raise AdminError("No such role.")
+        raise AdminError("no_such_role")
     existing = db.session.scalar(
         select(SsoGroupMapping).where(SsoGroupMapping.group_name == group_name, SsoGroupMapping.role_id == role.id)
     )
@@ -207,7 +237,7 @@ def add_mapping(actor: User | None, group_name: str, role_name: str) -> SsoGroup
 def remove_mapping(actor: User, mapping_id: int) -> None:
     mapping = db.session.get(SsoGroupMapping, mapping_id)
     if mapping is None:
-        raise AdminError("No such mapping.")
+        raise AdminError("no_such_mapping")
     group_name = mapping.group_name
     audit.record(actor, "sso_mapping.removed", f"group:{group_name}", {"role": mapping.role.name})
     db.session.delete(mapping)
@@ -236,6 +266,50 @@ def roles_for_groups(groups: list[str]) -> set[int]:
     if not groups:
         return set()
     return set(db.session.scalars(select(SsoGroupMapping.role_id).where(SsoGroupMapping.group_name.in_(groups))))
+
+
+# --- portal settings ------------------------------------------------------------------------
+
+# What the settings page edits, and the range each number may take.
+SETTING_RANGES: dict[str, tuple[int, int]] = {
+    "scoring.base_score": (0, 1000),
+    "scoring.mql_threshold": (1, 1000),
+    "lifecycle.new_days": (1, 3650),
+    "lifecycle.growing_min_purchases": (1, 1000),
+    "lifecycle.stable_min_purchases": (1, 1000),
+    "lifecycle.dormant_days": (1, 3650),
+    "sending.max_per_contact_per_day": (0, 100),
+    "sending.max_emails_per_prospect_per_week": (0, 100),
+    "alerts.min_attempts": (1, 1_000_000),
+    "alerts.min_delivery_rate": (0, 100),
+    "alerts.max_bounce_rate": (0, 100),
+}
+EDITABLE_SETTINGS = (*SETTING_RANGES, "scoring.mql_tag", "alerts.auto_pause")
+
+
+def current_settings() -> dict[str, object]:
+    return {key: settings.get(key) for key in EDITABLE_SETTINGS}
+
+
+def save_settings(actor: User, raw: dict[str, str]) -> list[str]:
+    """Check every value first, then store the changed ones (each change audited by
+    settings.set_value); returns the keys that changed. Nothing is stored if one is wrong."""
+    cleaned: dict[str, object] = {}
+    for key, (low, high) in SETTING_RANGES.items():
+        text = str(raw.get(key, "")).strip()
+        if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+            raise AdminError("setting_number", setting=key, low=low, high=high)
+        cleaned[key] = int(text)
+    tag = str(raw.get("scoring.mql_tag", "")).strip()[:100]
+    if not tag:
+        raise AdminError("setting_text", setting="scoring.mql_tag")
+    cleaned["scoring.mql_tag"] = tag
+    cleaned["alerts.auto_pause"] = raw.get("alerts.auto_pause") in ("1", "on", "true", True)
+    changed = [key for key, value in cleaned.items() if settings.get(key) != value]
+    for key in changed:
+        settings.set_value(actor, key, cleaned[key])
+    db.session.commit()
+    return changed
 
 
 # --- audit trail ----------------------------------------------------------------------------

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_babel import get_timezone
@@ -23,21 +18,23 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
-from portal import audit
+from portal import audit, labels
 from portal.access import Permission, require, require_any
 from portal.admin import service
 from portal.admin.forms import MappingForm, RoleForm, UserRolesForm
+from portal.auth import oidc
+from portal.auth import service as auth_service
 from portal.auth.models import User
+from portal.csv_download import csv_response
 from portal.extensions import db
 from portal.htmx import page_or_fragment, redirect_after_post
+from portal.labels import audit_action_label, audit_sentence, audit_target_label, label
+from portal.models_base import utcnow
 
 bp = Blueprint("admin", __name__)
 
-
-@bp.app_template_filter("audit_details")
-def audit_details(details: object) -> str:
-    """Event details as readable JSON: Chinese names as written, not as \\u escapes."""
-    return json.dumps(details, ensure_ascii=False, sort_keys=True)
+# The SSO mapping page lists the groups that arrived at sign-ins this recently.
+GROUPS_SEEN_WINDOW = timedelta(days=30)
 
 
 def _actor():
@@ -58,18 +55,19 @@ def user_detail(user_id: int):
     assignable = service.assignable_roles(_actor())
     grants = service.grants_of(user.id)
     form = UserRolesForm()
-    form.roles.choices = [SelectChoice(role.name, role.label) for role in assignable]
+    form.roles.choices = [SelectChoice(role.name, label("role", role.name, role.label)) for role in assignable]
     if request.method == "GET":
         form.roles.data = [name for name, source in grants.items() if source == "manual"]
     if form.validate_on_submit():
         try:
             service.set_manual_roles(_actor(), user.id, set(form.roles.data or []))
         except service.AdminError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             flash(_("Roles saved."), "success")
             return redirect_after_post(url_for("admin.user_detail", user_id=user.id))
-    return render_template("admin/user.html", user=user, grants=grants, form=form)
+    return render_template("admin/user.html", user=user, grants=grants, form=form, locked=auth_service.is_locked(user))
 
 
 @bp.post("/users/<int:user_id>/active")
@@ -79,6 +77,7 @@ def set_active(user_id: int):
     try:
         service.set_user_active(_actor(), user_id, active)
     except service.AdminError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     else:
         flash(
@@ -88,15 +87,28 @@ def set_active(user_id: int):
     return redirect_after_post(url_for("admin.user_detail", user_id=user_id))
 
 
+@bp.post("/users/<int:user_id>/unlock")
+@require(Permission.USERS_MANAGE)
+def lift_lockout(user_id: int):
+    auth_service.lift_lockout(_actor(), user_id)
+    flash(_("The sign-in lockout is lifted."), "success")
+    return redirect_after_post(url_for("admin.user_detail", user_id=user_id))
+
+
 @bp.get("/roles")
 @require(Permission.ROLES_MANAGE)
 def roles():
-    return render_template("admin/roles.html", roles=service.list_roles(), permissions=list(Permission))
+    return render_template("admin/roles.html", roles=service.list_roles())
 
 
 def _role_form(role=None) -> RoleForm:
     form = RoleForm(obj=role)
-    form.permissions.choices = [SelectChoice(str(p)) for p in Permission]
+    form.permissions.choices = [
+        SelectChoice(
+            str(p), label("permission", p), render_kw={"title": str(labels.PERMISSION_DESCRIPTIONS.get(p, ""))}
+        )
+        for p in Permission
+    ]
     if role is not None and request.method == "GET":
         form.permissions.data = list(role.permissions)
     return form
@@ -110,6 +122,7 @@ def new_role():
         try:
             service.save_custom_role(_actor(), form.name.data, form.label.data, set(form.permissions.data or []))
         except service.AdminError as exc:
+            db.session.rollback()
             form.name.errors = [str(exc)]
         else:
             flash(_("Role created."), "success")
@@ -134,6 +147,7 @@ def edit_role(role_id: int):
                 role_id=role.id,
             )
         except service.AdminError as exc:
+            db.session.rollback()
             form.label.errors = [str(exc)]
         else:
             flash(_("Role saved."), "success")
@@ -145,18 +159,25 @@ def edit_role(role_id: int):
 @require(Permission.SSO_MAPPING_MANAGE)
 def mappings():
     form = MappingForm()
-    form.role.choices = [SelectChoice(role.name, role.label) for role in service.list_roles()]
+    form.role.choices = [SelectChoice(role.name, label("role", role.name, role.label)) for role in service.list_roles()]
     if form.validate_on_submit():
         try:
             service.add_mapping(_actor(), form.group_name.data, form.role.data)
         except service.AdminError as exc:
+            db.session.rollback()
             form.group_name.errors = [str(exc)]
         else:
             flash(_("Mapping added. It applies at once to people known to be in this group."), "success")
             return redirect_after_post(url_for("admin.mappings"))
-    return render_template("admin/mappings.html", form=form, mappings=service.list_mappings()), (
-        422 if form.is_submitted() else 200
-    )
+    return render_template(
+        "admin/mappings.html",
+        form=form,
+        mappings=service.list_mappings(),
+        groups_seen=auth_service.groups_seen(utcnow() - GROUPS_SEEN_WINDOW),
+        groups_seen_days=GROUPS_SEEN_WINDOW.days,
+        callback_url=oidc.callback_url(),
+        post_logout_url=oidc.post_logout_url(),
+    ), (422 if form.is_submitted() else 200)
 
 
 @bp.post("/sso-mapping/<int:mapping_id>/delete")
@@ -165,8 +186,39 @@ def delete_mapping(mapping_id: int):
     try:
         service.remove_mapping(_actor(), mapping_id)
     except service.AdminError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     return redirect_after_post(url_for("admin.mappings"))
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@require(Permission.SETTINGS_MANAGE)
+def settings_page():
+    from portal.content import service as content_service
+
+    values = service.current_settings()
+    status = 200
+    if request.method == "POST":
+        submitted = request.form.to_dict()
+        try:
+            changed = service.save_settings(_actor(), submitted)
+        except service.AdminError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            values, status = {**values, **submitted, "alerts.auto_pause": "alerts.auto_pause" in submitted}, 422
+        else:
+            flash(
+                _("Settings saved: %(count)s changed.", count=len(changed)) if changed else _("Nothing changed."),
+                "success",
+            )
+            return redirect_after_post(url_for("admin.settings_page"))
+    return render_template(
+        "admin/settings.html",
+        values=values,
+        ranges=service.SETTING_RANGES,
+        words=content_service.list_words(),
+        link_rules=content_service.list_link_rules(),
+    ), status
 
 
 def _parse_day(raw: str | None) -> datetime | None:
@@ -205,43 +257,24 @@ def audit_log():
     )
 
 
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # Spreadsheets run cells that start like a formula: make them plain text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 @bp.get("/audit.csv")
 @require(Permission.AUDIT_VIEW)
 def audit_csv():
+    """The events the page shows (same filters), for Excel: UTF-8 with a BOM, times in the
+    display time zone with its offset, headers and actions in the reader's language."""
     filters = _audit_filters()
-    audit.record(_actor(), "audit.exported", "audit", {k: v for k, v in request.args.items()})
+    zone = ZoneInfo(str(get_timezone()))
+    audit.record(_actor(), "audit.exported", "audit", {k: v for k, v in request.args.items() if k != "page"})
     db.session.commit()
-
-    def rows():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["time_utc", "actor", "action", "target", "details"])
-        for event in service.iter_audit(filters):
-            writer.writerow(
-                [
-                    _csv_cell(v)
-                    for v in (
-                        event.created_at.isoformat(),
-                        event.actor_label,
-                        event.action,
-                        event.target,
-                        audit_details(event.details),
-                    )
-                ]
-            )
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
-
-    return Response(
-        stream_with_context(rows()),
-        mimetype="text/csv",
-        headers={"Content-Disposition": "attachment; filename=audit-log.csv"},
+    headers = [_("Time"), _("Who"), _("Action"), _("Object"), _("Details")]
+    rows = (
+        (
+            event.created_at.astimezone(zone).isoformat(sep=" ", timespec="seconds"),
+            event.actor_label,
+            audit_action_label(event.action),
+            audit_target_label(event.target),
+            audit_sentence(event.action, event.details),
+        )
+        for event in service.iter_audit(filters)
     )
+    return csv_response(headers, rows, "audit-log.csv")

@@ -83,15 +83,12 @@ def write_export(
     name = f"segment-{segment_id}-{job_run_id or 'x'}.{file_format}"
     path = exports_dir() / name
 
-    def cells(row) -> list[Any]:
-        return [neutralise(v) if isinstance(v, str) else (v.isoformat() if isinstance(v, datetime) else v) for v in row]
-
     if file_format == "csv":
         with open(path, "w", encoding="utf-8-sig", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             for number, row in enumerate(rows, start=1):
-                writer.writerow(cells(row))
+                writer.writerow([neutralise(v) if isinstance(v, str) else _plain(v) for v in row])
                 if number % 5000 == 0:
                     progress(min(99, 100 * number // total), f"{number} / {total}")
     else:
@@ -101,11 +98,26 @@ def write_export(
         sheet = workbook.create_sheet("contacts")
         sheet.append(list(COLUMNS))
         for number, row in enumerate(rows, start=1):
-            sheet.append(cells(row))
+            sheet.append([text_cell(sheet, v) if isinstance(v, str) else _plain(v) for v in row])
             if number % 5000 == 0:
                 progress(min(99, 100 * number // total), f"{number} / {total}")
         workbook.save(path)
     return name
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def text_cell(sheet: Any, value: str) -> Any:
+    """An XLSX cell that holds `value` as text: never run as a formula (so no `'` is needed,
+    and +86 numbers stay as they are), without the control characters XLSX cannot hold."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    cell = WriteOnlyCell(sheet, ILLEGAL_CHARACTERS_RE.sub("", value))
+    cell.data_type = "s"
+    return cell
 
 
 def export_file_for(actor: Any, job_run_id: int) -> Path:

@@ -31,19 +31,30 @@ class ImportOptionsForm(FlaskForm):
             SelectChoice("overwrite", _l("Overwrite its fields")),
         ],
     )
-    default_consent = SelectField(_l("Consent for rows without a consent column"), choices=CONSENT_CHOICES)
+    default_consent = SelectField(_l("Consent for rows without a consent value"), choices=CONSENT_CHOICES)
 
 
-class ContactForm(FlaskForm):
+class EncodingForm(FlaskForm):
+    encoding = SelectField(_l("Read the file as"), choices=[])
+
+
+class ContactFieldsForm(FlaskForm):
     email = EmailField(_l("Email"), validators=[Optional(), Length(max=320)])
-    mobile = StringField(_l("Mobile"), validators=[Optional(), Length(max=32)])
-    name = StringField(_l("Name"), validators=[Optional(), Length(max=200)])
+    mobile = StringField(_l("Mobile number"), validators=[Optional(), Length(max=32)])
+    name = StringField(_l("Full name"), validators=[Optional(), Length(max=200)])
     company = StringField(_l("Company"), validators=[Optional(), Length(max=200)])
     industry = StringField(_l("Industry"), validators=[Optional(), Length(max=100)])
     province = StringField(_l("Province"), validators=[Optional(), Length(max=50)])
     city = StringField(_l("City"), validators=[Optional(), Length(max=50)])
     company_size = StringField(_l("Company size"), validators=[Optional(), Length(max=32)])
+
+
+class ContactForm(ContactFieldsForm):
     consent_email = SelectField(_l("Email consent"), choices=CONSENT_CHOICES)
+
+
+class ContactEditForm(ContactFieldsForm):
+    owner_id = SelectField(_l("Owner"), choices=[], validate_choice=True)
 
 
 class TokenForm(FlaskForm):
@@ -56,6 +67,17 @@ class ScoringRuleForm(FlaskForm):
     property_name = StringField(_l("Property (optional)"), validators=[Optional(), Length(max=64)])
     property_contains = StringField(_l("contains"), validators=[Optional(), Length(max=200)])
     points = IntegerField(_l("Points"), validators=[NumberRange(min=-100, max=100)])
+
+
+def owner_choices() -> list[SelectChoice]:
+    """Active people who may own contacts, by name."""
+    from sqlalchemy import select
+
+    from portal.auth.models import User
+    from portal.extensions import db
+
+    people = db.session.scalars(select(User).where(User.active.is_(True)).order_by(User.name, User.email))
+    return [SelectChoice("", _l("Nobody"))] + [SelectChoice(str(u.id), u.display_name) for u in people]
 
 
 class TagRuleForm(FlaskForm):
@@ -107,6 +129,20 @@ def coerce_values(node: dict[str, Any]) -> dict[str, Any]:
         elif item.get("field") in ("unsubscribed", "suppressed"):
             item["value"] = str(value).lower() in ("1", "true", "yes", "是")
         items.append(item)
+    return {**node, "items": items}
+
+
+VALUELESS_OPERATORS = ("empty", "not_empty")
+
+
+def without_blank_conditions(node: dict[str, Any]) -> dict[str, Any]:
+    """The rules minus the conditions whose value is not typed yet (for the live preview)."""
+    items = []
+    for item in node.get("items", []):
+        if "items" in item:
+            items.append(without_blank_conditions(item))
+        elif item.get("operator") in VALUELESS_OPERATORS or str(item.get("value", "")).strip():
+            items.append(item)
     return {**node, "items": items}
 
 

@@ -21,7 +21,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import closing
 from typing import Any
 
 from flask import current_app
@@ -29,21 +29,24 @@ from sqlalchemy import text
 
 from portal.audience.importing import (
     BATCH_SIZE,
+    MOBILE_TAKEN,
+    SUPPRESSED,
     _import_batch,
     _Outcome,
     _parse,
     _Row,
-    iter_rows,
+    default_source,
     neutralise,
     parse_plan,
     report_path,
+    upload_path,
 )
+from portal.audience.importing_files import TableFormat, is_blank, iter_rows, read_header
 from portal.audience.models import ImportJob
+from portal.audience.normalise import PROVINCES
 from portal.extensions import db
 from portal.models_base import utcnow
 
-SUPPRESSED = "suppressed: this person was erased or must not be contacted"
-MOBILE_TAKEN = "the mobile number belongs to another contact"
 TEXT_FIELDS = ("name", "company", "industry", "province", "city", "company_size")
 CONSENT_CHANNELS = ("email", "sms", "wecom")
 # Cells of one row travel as one column, joined by the ASCII unit separator; a row whose cells
@@ -56,7 +59,6 @@ STAGE_COLUMNS = (
     "batch",
     "reason",
     "raw",
-    "python_only",
     "e",
     "m",
     "eh",
@@ -75,7 +77,8 @@ STREAM_SHARE = 60
 
 def pack_cells(cells: list[str]) -> str:
     joined = CELL_SEP.join(cells)
-    if joined.count(CELL_SEP) != len(cells) - 1 or joined.startswith(JSON_MARK):
+    # COPY cannot carry a NUL; JSON escapes it.
+    if joined.count(CELL_SEP) != len(cells) - 1 or joined.startswith(JSON_MARK) or "\x00" in joined:
         return JSON_MARK + json.dumps(cells, ensure_ascii=False)
     return joined
 
@@ -98,21 +101,33 @@ def copy_line(values: list[str | None], escape: bool = True) -> str:
     """One row in COPY's text format: tab-separated, \\N for NULL, backslash escapes.
     `escape=False` is for rows known to hold no backslash, tab or line break (checked once
     on the raw cells every other value is cut from), which is nearly all of them."""
+    # Lists, not generators: join builds a list from a generator first anyway.
     if escape:
-        return "\t".join("\\N" if v is None else v.translate(_COPY_ESCAPES) for v in values) + "\n"
-    return "\t".join("\\N" if v is None else v for v in values) + "\n"
+        return "\t".join(["\\N" if v is None else v.translate(_COPY_ESCAPES) for v in values]) + "\n"
+    return "\t".join(["\\N" if v is None else v for v in values]) + "\n"
+
+
+def region_sql(province: str) -> str:
+    """SQL for the region of the province expression `province` (normalise.region_of in SQL),
+    built from the constant province list only."""
+    cases = " ".join(f"WHEN '{full}' THEN '{group}'" for full, _aliases, group in PROVINCES)
+    return f"CASE {province} {cases} ELSE '' END"
 
 
 def import_staged(
-    job: ImportJob, path: Path, mapping: dict[int, str], expected: int, progress: Callable[[int, str], None] | None
+    job: ImportJob,
+    table: TableFormat,
+    mapping: dict[int, str],
+    expected: int,
+    progress: Callable[[int, str], None] | None,
 ) -> _Outcome:
-    """Import `path` for `job` on PostgreSQL; the outcome counts and the rejected-rows report
+    """Import the file of `job` on PostgreSQL; the outcome counts and the rejected-rows report
     are the same as the row-by-row path's."""
     # A connection of its own: the temporary tables live as long as it does, and the progress
     # updates (committed on db.session) never commit the import's work half-way.
     with db.engine.connect() as connection:
         try:
-            return _run(connection, job, path, mapping, expected, progress)
+            return _run(connection, job, table, mapping, expected, progress)
         finally:
             connection.rollback()
             connection.execute(
@@ -121,7 +136,7 @@ def import_staged(
             connection.commit()
 
 
-def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
+def _run(connection, job, table, mapping, expected, progress) -> _Outcome:
     connection.execute(
         text("DROP TABLE IF EXISTS import_stage, import_work, import_rejects, import_matched, import_fallback")
     )
@@ -129,7 +144,7 @@ def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
         text(
             """
             CREATE TEMP TABLE import_stage (
-                n bigint, batch integer, reason text, raw text, python_only boolean,
+                n bigint, batch integer, reason text, raw text,
                 e text, m text, eh text, mh text,
                 name text, company text, industry text, province text, city text, company_size text,
                 attrs text, c_email text, c_sms text, c_wecom text, tags text
@@ -139,7 +154,7 @@ def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
     # Rows refused after reading (suppressed, mobile taken, the row-by-row part's refusals).
     connection.execute(text("CREATE TEMP TABLE import_rejects (n bigint, reason text)"))
     outcome = _Outcome(writer=None)
-    headers = _stream_into_stage(connection, job, path, mapping, outcome, expected, progress)
+    headers = _stream_into_stage(connection, job, table, mapping, outcome, expected, progress)
     connection.execute(text("ANALYZE import_stage"))
     step = _Steps(progress, outcome, expected)
     _classify(connection)
@@ -147,7 +162,8 @@ def _run(connection, job, path, mapping, expected, progress) -> _Outcome:
     _merge_simple_rows(connection, job, outcome, set(mapping.values()))
     step(90)
     connection.commit()  # before the row-by-row part, which writes through db.session
-    _import_the_rest(connection, job, mapping, outcome)
+    outcome.committed = outcome.counts()
+    _import_the_rest(connection, job, mapping, len(headers), outcome)
     step(95)
     outcome.rejected = _write_report(connection, job, headers)
     return outcome
@@ -162,23 +178,30 @@ class _Steps:
             self.progress(percent, f"{self.outcome.rows} / ~{self.expected}")
 
 
-def _stream_into_stage(connection, job, path, mapping, outcome, expected, progress) -> list[str]:
-    """Parse every row in Python (rejects get their reason here) and COPY it to the stage."""
+def _stream_into_stage(connection, job, table, mapping, outcome, expected, progress) -> list[str]:
+    """Parse every row in Python (rejects get their problems here) and COPY it to the stage."""
     key = current_app.config["SECRET_KEY"].encode()
-    rows = iter_rows(path, job.encoding)
-    headers = next(rows, None) or []
+    with closing(iter_rows(upload_path(job), table)) as rows:
+        return _copy_rows(connection, rows, job, mapping, outcome, expected, progress, key)
+
+
+def _copy_rows(connection, rows, job, mapping, outcome, expected, progress, key) -> list[str]:
+    _, headers = read_header(rows)
+    width = len(headers)
     cursor = connection.connection.dbapi_connection.cursor()
     ordinal = 0  # non-blank rows so far: the old path's batches are BATCH_SIZE of them
     buffer: list[str] = []
     plan = parse_plan(mapping)
     with cursor.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-        for number, cells in enumerate(rows, start=1):
-            if not any(cell.strip() for cell in cells):
-                continue  # blank lines are not rows
+        for number, cells in rows:
+            outcome.rows += 1
+            if is_blank(cells):
+                outcome.blank += 1
+                continue
             batch = ordinal // BATCH_SIZE
             ordinal += 1
             row = _Row(number, cells)
-            reason = _parse(row, plan)
+            reason = _parse(row, plan, width)
             raw = pack_cells(cells)
             if reason:
                 buffer.append(copy_line([str(number), str(batch), reason, raw, *_NO_VALUES]))
@@ -190,11 +213,9 @@ def _stream_into_stage(connection, job, path, mapping, outcome, expected, progre
                 copy.write("".join(buffer))
                 buffer = []
             if progress and ordinal % PROGRESS_EVERY == 0:
-                outcome.rows = ordinal
                 progress(min(STREAM_SHARE, STREAM_SHARE * number // expected), f"{ordinal} / ~{expected}")
         if buffer:
             copy.write("".join(buffer))
-    outcome.rows = ordinal
     return headers
 
 
@@ -209,14 +230,12 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
     email_hash = hmac.digest(key, f"email:{email}".encode(), "sha256").hex() if email else None
     mobile_hash = hmac.digest(key, f"mobile:{mobile}".encode(), "sha256").hex() if mobile else None
     tags = row.tags
-    python_only = any(CELL_SEP in tag for tag in tags)
     consent = row.consent
     return [
         str(row.number),
         str(batch),
         None,
         raw,
-        "t" if python_only else "f",
         email,
         mobile,
         email_hash,
@@ -229,7 +248,8 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
         fields.get("company_size"),
         json.dumps(row.attributes, ensure_ascii=False) if row.attributes else None,
         *((consent.get(channel) for channel in CONSENT_CHANNELS) if consent else _NO_CONSENT),
-        CELL_SEP.join(tags) if tags and not python_only else None,
+        # Tags hold no control character (cleaned while parsing), so the separator is safe.
+        CELL_SEP.join(tags) if tags else None,
     ]
 
 
@@ -241,7 +261,7 @@ def _classify(connection) -> None:
         text(
             """
             CREATE TEMP TABLE import_work AS
-            SELECT s.n, s.batch, s.python_only, s.e, s.m, s.name, s.company, s.industry, s.province, s.city,
+            SELECT s.n, s.batch, s.e, s.m, s.name, s.company, s.industry, s.province, s.city,
                    s.company_size, s.attrs, s.c_email, s.c_sms, s.c_wecom, s.tags,
                    ce.id AS ce, cm.id AS cm, false AS fallback,
                    pe.id IS NOT NULL OR pm.id IS NOT NULL AS suppressed,
@@ -284,10 +304,8 @@ def _classify(connection) -> None:
             UNION SELECT w.n FROM import_work w
             JOIN (SELECT m FROM import_work WHERE m IS NOT NULL GROUP BY m HAVING count(*) > 1) twice USING (m)
             UNION SELECT w.n FROM import_work w JOIN shared ON shared.contact_id IN (w.ce, w.cm)
-            UNION SELECT n FROM import_work
-            WHERE python_only
-               -- merging attributes into an existing contact's JSON keeps Python's rules in Python
-               OR (attrs IS NOT NULL AND (ce IS NOT NULL OR cm IS NOT NULL))
+            -- merging attributes into an existing contact's JSON keeps Python's rules in Python
+            UNION SELECT n FROM import_work WHERE attrs IS NOT NULL AND (ce IS NOT NULL OR cm IS NOT NULL)
             """
         )
     )
@@ -305,10 +323,10 @@ def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome, targets: s
     outcome.created = connection.execute(
         text(
             f"""
-            INSERT INTO contacts (id, email, mobile, {", ".join(TEXT_FIELDS)}, attributes, score, lifecycle_stage,
-                                  unsubscribed, unsubscribe_reason, suppressed, suppression_reason,
-                                  created_at, updated_at)
-            SELECT new_id, e, m, {", ".join(f"coalesce({f}, '')" for f in TEXT_FIELDS)},
+            INSERT INTO contacts (id, email, mobile, {", ".join(TEXT_FIELDS)}, region, attributes, score,
+                                  lifecycle_stage, unsubscribed, unsubscribe_reason, suppressed,
+                                  suppression_reason, created_at, updated_at)
+            SELECT new_id, e, m, {", ".join(f"coalesce({f}, '')" for f in TEXT_FIELDS)}, {region_sql("province")},
                    coalesce(attrs, '{{}}')::json, :score, 'new', false, '', false, '', :now, :now
             FROM import_work WHERE NOT fallback AND new_id IS NOT NULL
             """  # noqa: S608
@@ -356,6 +374,7 @@ def _merge_simple_rows(connection, job: ImportJob, outcome: _Outcome, targets: s
             f"""
             UPDATE contacts c SET
                 {assignments},
+                region = {region_sql("CASE WHEN m.ch_province THEN m.new_province ELSE c.province END")},
                 updated_at = :now
             FROM import_matched m
             WHERE c.id = m.contact_id AND ({any_change})
@@ -380,13 +399,13 @@ def _consents_and_tags(connection, job: ImportJob, now, targets: set[str]) -> No
     # Each statement reads every touched row: skipped when the import cannot produce any.
     consent_columns = any(target.startswith("consent_") for target in targets)
     wanted = [
-        f"SELECT contact_id, '{channel}' AS channel, c_{channel} AS status "  # noqa: S608
+        f"SELECT contact_id, '{channel}' AS channel, c_{channel} AS status, :source AS source "  # noqa: S608
         f"FROM touched WHERE c_{channel} IS NOT NULL"
         for channel in CONSENT_CHANNELS
     ]
     if job.default_consent != "none":
         wanted += [
-            f"""SELECT contact_id, '{channel}', :default FROM touched t
+            f"""SELECT contact_id, '{channel}', :default, :default_source FROM touched t
                 WHERE c_email IS NULL AND c_sms IS NULL AND c_wecom IS NULL
                   AND NOT EXISTS (SELECT 1 FROM contact_consents cc WHERE cc.contact_id = t.contact_id
                                   AND cc.channel IN ('email', 'sms', 'wecom'))"""  # noqa: S608
@@ -398,13 +417,18 @@ def _consents_and_tags(connection, job: ImportJob, now, targets: set[str]) -> No
                 f"""
             WITH touched AS ({touched})
             INSERT INTO contact_consents (contact_id, channel, status, source, recorded_at)
-            SELECT contact_id, channel, status, :source, :now FROM ({" UNION ALL ".join(wanted)}) wanted
+            SELECT contact_id, channel, status, source, :now FROM ({" UNION ALL ".join(wanted)}) wanted
             ON CONFLICT (contact_id, channel) DO UPDATE
                 SET status = excluded.status, source = excluded.source, recorded_at = excluded.recorded_at
                 WHERE contact_consents.status <> excluded.status
             """  # noqa: S608
             ),
-            {"source": f"import:{job.id}", "now": now, "default": job.default_consent},
+            {
+                "source": f"import:{job.id}",
+                "default_source": default_source(job),
+                "now": now,
+                "default": job.default_consent,
+            },
         )
     if "tags" not in targets:
         return
@@ -445,25 +469,26 @@ class _Collect:
         self.rejected.append((row[0], row[1]))
 
 
-def _import_the_rest(connection, job: ImportJob, mapping: dict[int, str], outcome: _Outcome) -> None:
+def _import_the_rest(connection, job: ImportJob, mapping: dict[int, str], width: int, outcome: _Outcome) -> None:
     """The fallback rows, in file order and grouped in the batches the row-by-row path would
     have put them in, through that path's own code."""
     collect = _Collect()
     inner = _Outcome(collect)
-    seen: dict[str, int] = {}
+    seen: set[int] = set()
+    plan = parse_plan(mapping)
     batch: list[_Row] = []
     current = None
     for n, batch_no, raw in _fallback_rows(connection):
         if batch_no != current and batch:
-            _import_batch(job, batch, mapping, inner, seen)
+            _import_batch(job, batch, plan, width, inner, seen)
+            outcome.committed = {**outcome.counts(), **_added(outcome, inner)}
             batch = []
         current = batch_no
         batch.append(_Row(n, unpack_cells(raw)))
     if batch:
-        _import_batch(job, batch, mapping, inner, seen)
-    outcome.created += inner.created
-    outcome.updated += inner.updated
-    outcome.unchanged += inner.unchanged
+        _import_batch(job, batch, plan, width, inner, seen)
+    for name, value in _added(outcome, inner).items():
+        setattr(outcome, name, value)
     connection.commit()  # ends the streaming read
     if collect.rejected:
         connection.execute(
@@ -471,6 +496,11 @@ def _import_the_rest(connection, job: ImportJob, mapping: dict[int, str], outcom
             [{"n": n, "reason": reason} for n, reason in collect.rejected],
         )
         connection.commit()
+
+
+def _added(outcome: _Outcome, inner: _Outcome) -> dict[str, int]:
+    names = ("created", "updated", "unchanged", "merged")
+    return {name: getattr(outcome, name) + getattr(inner, name) for name in names}
 
 
 def _fallback_rows(connection) -> Iterator[tuple[int, int, str]]:
@@ -492,7 +522,7 @@ def _write_report(connection, job: ImportJob, headers: list[str]) -> int:
     rejected = 0
     with open(report_path(job), "w", encoding="utf-8-sig", newline="") as report:
         writer = csv.writer(report)
-        writer.writerow(["row", "reason", *headers])
+        writer.writerow(["row", "problems", *headers])
         result = connection.execute(
             text(
                 """

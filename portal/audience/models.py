@@ -20,9 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from portal.audience.normalise import region_of
 from portal.extensions import db
 from portal.models_base import UTCDateTime, utcnow
 
@@ -57,6 +59,9 @@ class EventKind(enum.StrEnum):
     WEBINAR_ATTENDED = "webinar_attended"
     SALES_CONSULTATION = "sales_consultation"
     PURCHASE = "purchase"
+    # Offline activities people log on the contact page.
+    TRADE_SHOW = "trade_show"
+    PHONE_CALL = "phone_call"
     # Written by the portal itself (tracking, scoring, lifecycle, consent).
     EMAIL_OPEN = "email_open"
     EMAIL_CLICK = "email_click"
@@ -65,6 +70,8 @@ class EventKind(enum.StrEnum):
     MQL = "mql"
     STAGE_CHANGE = "stage_change"
     IMPORTED = "imported"
+    CONSENT_CHANGE = "consent_change"
+    NOTE = "note"
 
 
 class Contact(db.Model):
@@ -76,6 +83,7 @@ class Contact(db.Model):
         Index("ix_contacts_score", "score"),
         Index("ix_contacts_last_activity_at", "last_activity_at"),
         Index("ix_contacts_owner_id", "owner_id"),
+        Index("ix_contacts_region", "region"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -89,6 +97,8 @@ class Contact(db.Model):
     # Normalised: 上海 and 上海市 are both stored as 上海市.
     province: Mapped[str] = mapped_column(String(50), default="")
     city: Mapped[str] = mapped_column(String(50), default="")
+    # The 大区 (华东, 华北, …, 港澳台/海外) of the province, derived on every write (see below).
+    region: Mapped[str] = mapped_column(String(16), default="")
     company_size: Mapped[str] = mapped_column(String(32), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -102,6 +112,14 @@ class Contact(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+@event.listens_for(Contact, "before_insert")
+@event.listens_for(Contact, "before_update")
+def _derive_region(_mapper, _connection, contact: Contact) -> None:
+    """Every write through the ORM keeps the region in step with the province (the import's
+    set-based statements compute it themselves)."""
+    contact.region = region_of(contact.province)
 
 
 class ContactConsent(db.Model):
@@ -189,7 +207,13 @@ class ImportJob(db.Model):
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    # Rows adding to a person an earlier row of the same file reached.
+    merged: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
+    blank: Mapped[int] = mapped_column(Integer, default=0)
+    # Why a failed import stopped: a code the page turns into a sentence (never an error text).
+    failure: Mapped[str] = mapped_column(String(32), default="")
+    failure_row: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -10,6 +10,9 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+# The macro-region (大区) of Hong Kong, Macau, Taiwan and of contacts abroad, as the operating
+# guide's analyses group them.
+OVERSEAS = "港澳台/海外"
 # The 34 provincial-level divisions: full name, short forms and pinyin, and the macro-region.
 PROVINCES: list[tuple[str, tuple[str, ...], str]] = [
     ("北京市", ("北京", "beijing"), "华北"),
@@ -27,15 +30,12 @@ PROVINCES: list[tuple[str, tuple[str, ...], str]] = [
     ("福建省", ("福建", "fujian"), "华东"),
     ("江西省", ("江西", "jiangxi"), "华东"),
     ("山东省", ("山东", "shandong"), "华东"),
-    ("台湾省", ("台湾", "taiwan"), "华东"),
     ("河南省", ("河南", "henan"), "华中"),
     ("湖北省", ("湖北", "hubei"), "华中"),
     ("湖南省", ("湖南", "hunan"), "华中"),
     ("广东省", ("广东", "guangdong"), "华南"),
     ("广西壮族自治区", ("广西", "guangxi"), "华南"),
     ("海南省", ("海南", "hainan"), "华南"),
-    ("香港特别行政区", ("香港", "hong kong", "hongkong"), "华南"),
-    ("澳门特别行政区", ("澳门", "macau", "macao"), "华南"),
     ("重庆市", ("重庆", "chongqing"), "西南"),
     ("四川省", ("四川", "sichuan"), "西南"),
     ("贵州省", ("贵州", "guizhou"), "西南"),
@@ -46,6 +46,9 @@ PROVINCES: list[tuple[str, tuple[str, ...], str]] = [
     ("青海省", ("青海", "qinghai"), "西北"),
     ("宁夏回族自治区", ("宁夏", "ningxia"), "西北"),
     ("新疆维吾尔自治区", ("新疆", "xinjiang"), "西北"),
+    ("香港特别行政区", ("香港", "hong kong", "hongkong"), OVERSEAS),
+    ("澳门特别行政区", ("澳门", "macau", "macao"), OVERSEAS),
+    ("台湾省", ("台湾", "taiwan"), OVERSEAS),
 ]
 _PROVINCE_LOOKUP = {key.lower(): full for full, aliases, _ in PROVINCES for key in (full, *aliases)}
 REGION_GROUPS: dict[str, list[str]] = {}
@@ -55,7 +58,20 @@ MUNICIPALITIES = {"北京市", "天津市", "上海市", "重庆市"}
 
 
 class InvalidValue(ValueError):
-    """A value that cannot be cleaned; the message says why, for the import report."""
+    """A value that cannot be cleaned: a code (email_invalid, mobile_invalid, mobile_not_mobile)
+    and the value, from which the page or the import report makes the sentence."""
+
+    def __init__(self, code: str, value: str) -> None:
+        # The plain text is for callers that have no sentence of their own yet.
+        super().__init__(f"{_PLAIN_TEXT[code]}: {value}")
+        self.code, self.value = code, value
+
+
+_PLAIN_TEXT = {
+    "email_invalid": "invalid email",
+    "mobile_invalid": "invalid mobile number",
+    "mobile_not_mobile": "a landline, not a mobile number",
+}
 
 
 # The shape nearly every real address has; anything else goes through email-validator.
@@ -74,11 +90,15 @@ def email(raw: str | None) -> str | None:
     try:
         return validate_email(value, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
-        raise InvalidValue(f"invalid email: {exc}") from exc
+        raise InvalidValue("email_invalid", value) from exc
+
+
+# What phonenumbers may call a mobile: some countries' numbers cannot be told from landlines.
+_MOBILE_TYPES = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
 
 def mobile(raw: str | None, region: str = "CN") -> str | None:
-    """E.164 (+8613800138000); None when empty."""
+    """E.164 (+8613800138000); None when empty. A landline is refused: SMS cannot reach it."""
     value = (raw or "").strip()
     if not value:
         return None
@@ -88,9 +108,11 @@ def mobile(raw: str | None, region: str = "CN") -> str | None:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidValue(f"invalid mobile number: {value}") from exc
+        raise InvalidValue("mobile_invalid", value) from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidValue(f"invalid mobile number: {value}")
+        raise InvalidValue("mobile_invalid", value)
+    if phonenumbers.number_type(number) not in _MOBILE_TYPES:
+        raise InvalidValue("mobile_not_mobile", value)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -110,8 +132,9 @@ def city(raw: str | None, province_name: str = "") -> str:
     return value.removesuffix("市") if len(value) > 2 else value
 
 
-def region_of(province_name: str) -> str:
-    for full, _aliases, group in PROVINCES:
-        if full == province_name:
-            return group
-    return ""
+_REGION_OF = {full: group for full, _aliases, group in PROVINCES}
+
+
+def region_of(province_name: str | None) -> str:
+    """The 大区 of a normalised province name; "" for text that names no province."""
+    return _REGION_OF.get(province_name or "", "")

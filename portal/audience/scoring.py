@@ -53,8 +53,10 @@ def score_event(event_id: int) -> int:
         if contact.owner_id:
             notify(
                 [contact.owner_id],
-                f"{contact.name or contact.email} 已成为 MQL（评分 {contact.score}）",
-                f"/audience/contacts/{contact.id}",
+                link=f"/audience/contacts/{contact.id}",
+                kind="contact.became_mql",
+                contact=contact.name or contact.email or contact.mobile,
+                score=contact.score,
             )
     db.session.commit()
     if crossed:
@@ -79,7 +81,7 @@ def save_rule(
     from portal.audience.service import AudienceError
 
     if event_kind not in set(EventKind):
-        raise AudienceError(f"unknown event kind '{event_kind}'")
+        raise AudienceError("unknown_event_kind")
     rule = db.session.get(ScoringRule, rule_id) if rule_id else ScoringRule()
     rule.label, rule.event_kind, rule.points = label.strip() or event_kind, event_kind, int(points)
     rule.property_name, rule.property_contains = property_name.strip(), property_contains.strip()

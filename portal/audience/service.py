@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, or_, select
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import delete, func, insert, literal, or_, select
 
 from portal import audit
 from portal.audience import normalise
@@ -26,6 +28,7 @@ from portal.audience.models import (
 from portal.extensions import db
 from portal.models_base import utcnow
 from portal.paging import Page, paginate
+from portal.refusals import Refusal
 
 # Events an integration may send through the API; the rest are written by the portal.
 API_EVENT_KINDS = (
@@ -36,11 +39,47 @@ API_EVENT_KINDS = (
     EventKind.SALES_CONSULTATION,
     EventKind.PURCHASE,
 )
+# Events that say what the portal noted, not what the person did: no "last activity".
+PORTAL_BOOKKEEPING_KINDS = (
+    EventKind.MQL,
+    EventKind.STAGE_CHANGE,
+    EventKind.IMPORTED,
+    EventKind.CONSENT_CHANGE,
+    EventKind.NOTE,
+)
+# Activities a person logs by hand; scoring rules may count them like any other event.
+OFFLINE_ACTIVITY_KINDS = (EventKind.TRADE_SHOW, EventKind.PHONE_CALL, EventKind.SALES_CONSULTATION)
+# Above this many contacts, bulk actions need AUDIENCE_BULK_EDIT / _EXPORT and a recent sign-in.
+BULK_LIMIT = 1000
 EDITABLE_FIELDS = ("name", "company", "industry", "province", "city", "company_size")
 
 
-class AudienceError(ValueError):
-    """A refused audience change; the message says why."""
+class AudienceError(Refusal, ValueError):
+    """A refused audience change: a code and parameters, made a sentence when shown."""
+
+    messages = {
+        "no_such_contact": _l("No such contact."),
+        "no_such_tag": _l("No such tag."),
+        "no_such_rule": _l("No such tag rule."),
+        "no_such_segment": _l("No such segment."),
+        "segment_in_use": _l("%(count)s campaigns use this segment: change their audience first."),
+        "no_such_user": _l("No such user."),
+        "needs_address": _l("A contact needs an email address or a mobile number."),
+        "suppressed": _l("This person asked to be forgotten or is suppressed; they cannot be added again."),
+        "duplicate_contact": _l("A contact with this email or mobile exists already (#%(id)s)."),
+        "invalid_email": _l("“%(value)s” is not a valid email address."),
+        "invalid_mobile": _l("“%(value)s” is not a valid mobile number."),
+        "bad_consent": _l("Choose a channel and a consent state."),
+        "unknown_event_kind": _l("Unknown kind of activity."),
+        "note_empty": _l("Write the note first."),
+        "tag_name_empty": _l("Give the tag a name."),
+        "tag_name_taken": _l("A tag named “%(name)s” exists already."),
+        "merge_into_itself": _l("Choose another tag to merge into."),
+        "nothing_selected": _l("Select some contacts first."),
+        "bulk_needs_permission": _l(
+            "Changing or exporting more than %(limit)s contacts at once needs the permission to change many contacts."
+        ),
+    }
 
 
 def suppression_hash(kind: str, value: str) -> str:
@@ -90,20 +129,27 @@ def clean_fields(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def _cleaned(values: dict[str, Any]) -> dict[str, Any]:
+    """clean_fields, with a refusal that names the field and the value people typed."""
+    for key, check in (("email", normalise.email), ("mobile", normalise.mobile)):
+        try:
+            check(values.get(key))
+        except normalise.InvalidValue as exc:
+            raise AudienceError(f"invalid_{key}", value=values.get(key)) from exc
+    return clean_fields(values)
+
+
 def create_contact(
     actor: Any, values: dict[str, Any], consent: dict[str, str] | None = None, source: str = "manual"
 ) -> Contact:
-    try:
-        cleaned = clean_fields(values)
-    except normalise.InvalidValue as exc:
-        raise AudienceError(str(exc)) from exc
+    cleaned = _cleaned(values)
     if not cleaned.get("email") and not cleaned.get("mobile"):
-        raise AudienceError("A contact needs an email address or a mobile number.")
+        raise AudienceError("needs_address")
     if is_suppressed(cleaned.get("email"), cleaned.get("mobile")):
-        raise AudienceError("This person asked to be forgotten or is suppressed; they cannot be added again.")
+        raise AudienceError("suppressed")
     duplicate = find_contact(cleaned.get("email"), cleaned.get("mobile"))
     if duplicate is not None:
-        raise AudienceError(f"A contact with this email or mobile exists already (#{duplicate.id}).")
+        raise AudienceError("duplicate_contact", id=duplicate.id)
     from portal import settings
 
     contact = Contact(
@@ -132,15 +178,30 @@ def find_contact(email: str | None, mobile: str | None) -> Contact | None:
     return None
 
 
-def set_consent(contact_id: int, channel: str, status: str, source: str) -> None:
-    """Record consent for one channel (in the caller's transaction)."""
+def set_consent(contact_id: int, channel: str, status: str, source: str) -> bool:
+    """Record consent for one channel (in the caller's transaction); returns whether it changed.
+
+    Every change is also a `consent_change` event, so the contact's timeline keeps the history
+    (the consent row holds only the current state and its evidence)."""
     if channel not in set(Channel) or status not in set(ConsentStatus):
-        raise AudienceError(f"bad consent {channel}={status}")
+        raise AudienceError("bad_consent")
     row = db.session.get(ContactConsent, (contact_id, channel))
+    before = row.status if row is not None else ConsentStatus.NONE
     if row is None:
         db.session.add(ContactConsent(contact_id=contact_id, channel=channel, status=status, source=source))
     elif row.status != status:
         row.status, row.source, row.recorded_at = status, source, utcnow()
+    else:
+        return False
+    db.session.add(
+        ContactEvent(
+            contact_id=contact_id,
+            kind=EventKind.CONSENT_CHANGE,
+            properties={"channel": channel, "from": str(before), "to": status},
+            source=source,
+        )
+    )
+    return True
 
 
 def record_event(
@@ -152,14 +213,12 @@ def record_event(
 ) -> int:
     """Store a behaviour event, touch the contact's last activity, then tell the listeners."""
     if kind not in set(EventKind):
-        raise AudienceError(f"unknown event kind '{kind}'")
+        raise AudienceError("unknown_event_kind")
     when = occurred_at or utcnow()
     event = ContactEvent(contact_id=contact_id, kind=kind, occurred_at=when, properties=properties or {}, source=source)
     db.session.add(event)
     contact = db.session.get(Contact, contact_id)
-    if kind not in (EventKind.MQL, EventKind.STAGE_CHANGE, EventKind.IMPORTED) and (
-        contact.last_activity_at is None or contact.last_activity_at < when
-    ):
+    if kind not in PORTAL_BOOKKEEPING_KINDS and (contact.last_activity_at is None or contact.last_activity_at < when):
         contact.last_activity_at = when
     db.session.commit()
     from portal.audience import scoring, tag_rules
@@ -179,29 +238,32 @@ def tag_by_name(name: str) -> Tag:
     return tag
 
 
-def add_tag(actor: Any, contact_id: int, name: str, source: str = "manual") -> None:
-    tag = tag_by_name(name)
-    if db.session.get(ContactTag, (contact_id, tag.id)) is None:
-        db.session.add(ContactTag(contact_id=contact_id, tag_id=tag.id, source=source))
-        audit.record(actor, "contact.tagged", f"contact:{contact_id}", {"tag": tag.name})
-    db.session.commit()
-
-
-def remove_tag(actor: Any, contact_id: int, tag_id: int) -> None:
-    db.session.execute(delete(ContactTag).where(ContactTag.contact_id == contact_id, ContactTag.tag_id == tag_id))
-    audit.record(actor, "contact.untagged", f"contact:{contact_id}", {"tag_id": tag_id})
-    db.session.commit()
+def _contact(contact_id: int) -> Contact:
+    contact = db.session.get(Contact, contact_id)
+    if contact is None:
+        raise AudienceError("no_such_contact")
+    return contact
 
 
 def update_contact(actor: Any, contact_id: int, values: dict[str, Any]) -> Contact:
-    contact = db.session.get(Contact, contact_id)
-    if contact is None:
-        raise AudienceError("No such contact.")
-    try:
-        cleaned = clean_fields({k: v for k, v in values.items() if k in EDITABLE_FIELDS})
-    except normalise.InvalidValue as exc:
-        raise AudienceError(str(exc)) from exc
+    """Change a contact's fields (email and mobile included: still unique, still not suppressed)."""
+    contact = _contact(contact_id)
+    cleaned = _cleaned({k: v for k, v in values.items() if k in ("email", "mobile", *EDITABLE_FIELDS)})
     changes = {k: v for k, v in cleaned.items() if getattr(contact, k) != v}
+    if "email" in changes or "mobile" in changes:
+        email, mobile = cleaned.get("email", contact.email), cleaned.get("mobile", contact.mobile)
+        if not email and not mobile:
+            raise AudienceError("needs_address")
+        for value, column in ((changes.get("email"), Contact.email), (changes.get("mobile"), Contact.mobile)):
+            other = (
+                db.session.scalar(select(Contact.id).where(column == value, Contact.id != contact.id))
+                if value
+                else None
+            )
+            if other is not None:
+                raise AudienceError("duplicate_contact", id=other)
+        if is_suppressed(changes.get("email"), changes.get("mobile")):
+            raise AudienceError("suppressed")
     for key, value in changes.items():
         setattr(contact, key, value)
     if changes:
@@ -210,21 +272,126 @@ def update_contact(actor: Any, contact_id: int, values: dict[str, Any]) -> Conta
     return contact
 
 
-# --- reading ---------------------------------------------------------------------------------
+def change_consent(actor: Any, contact_id: int, channel: str, status: str) -> bool:
+    """Consent changed by a person on the contact page: recorded as manual, by whom, when."""
+    _contact(contact_id)
+    before = db.session.get(ContactConsent, (contact_id, channel))
+    before_status = before.status if before is not None else ConsentStatus.NONE
+    changed = set_consent(contact_id, channel, status, f"manual:{getattr(actor, 'email', '')}")
+    if changed:
+        audit.record(
+            actor,
+            "contact.consent_changed",
+            f"contact:{contact_id}",
+            {"channel": channel, "before": str(before_status), "after": status},
+        )
+    db.session.commit()
+    return changed
 
 
-def search_contacts(
-    text: str = "",
-    province_name: str = "",
-    industry: str = "",
-    stage: str = "",
-    tag: str = "",
-    page: int = 1,
-    per_page: int = 25,
-) -> Page:
-    query = select(Contact).order_by(Contact.id.desc())
-    if text:
-        like = f"%{text.strip()}%"
+def change_owner(actor: Any, contact_id: int, owner_id: int | None) -> None:
+    from portal.auth.models import User
+
+    contact = _contact(contact_id)
+    if owner_id is not None and db.session.get(User, owner_id) is None:
+        raise AudienceError("no_such_user")
+    if contact.owner_id == owner_id:
+        return
+    names = {
+        user.id: user.email
+        for user in db.session.scalars(select(User).where(User.id.in_([contact.owner_id, owner_id])))
+    }
+    audit.record(
+        actor,
+        "contact.owner_changed",
+        f"contact:{contact.id}",
+        {"before": names.get(contact.owner_id, ""), "after": names.get(owner_id, "")},
+    )
+    contact.owner_id = owner_id
+    db.session.commit()
+
+
+def add_note(actor: Any, contact_id: int, text: str) -> int:
+    """A note on the contact's timeline, signed by its writer."""
+    _contact(contact_id)
+    text = (text or "").strip()
+    if not text:
+        raise AudienceError("note_empty")
+    event_id = record_event(contact_id, EventKind.NOTE, properties={"text": text[:2000]}, source=_by(actor))
+    audit.record(actor, "contact.note_added", f"contact:{contact_id}", {})
+    db.session.commit()
+    return event_id
+
+
+def log_activity(actor: Any, contact_id: int, kind: str, occurred_at: datetime | None = None, note: str = "") -> int:
+    """An offline activity (a trade show visit, a call): an event that scoring rules count."""
+    _contact(contact_id)
+    if kind not in OFFLINE_ACTIVITY_KINDS:
+        raise AudienceError("unknown_event_kind")
+    properties = {"text": note.strip()[:2000]} if note and note.strip() else {}
+    event_id = record_event(contact_id, kind, occurred_at, properties, source=_by(actor))
+    audit.record(actor, "contact.activity_logged", f"contact:{contact_id}", {"kind": kind})
+    db.session.commit()
+    return event_id
+
+
+def _by(actor: Any) -> str:
+    return f"user:{getattr(actor, 'email', '') or getattr(actor, 'id', '')}"
+
+
+def add_tag(actor: Any, contact_id: int, name: str, source: str = "manual") -> None:
+    name = (name or "").strip()
+    if not name:
+        raise AudienceError("tag_name_empty")
+    tag = tag_by_name(name)
+    if db.session.get(ContactTag, (contact_id, tag.id)) is None:
+        db.session.add(ContactTag(contact_id=contact_id, tag_id=tag.id, source=source))
+        audit.record(actor, "contact.tagged", f"contact:{contact_id}", {"tag": tag.name})
+    db.session.commit()
+
+
+def remove_tag(actor: Any, contact_id: int, tag_id: int) -> None:
+    tag = db.session.get(Tag, tag_id)
+    if tag is None:
+        raise AudienceError("no_such_tag")
+    db.session.execute(delete(ContactTag).where(ContactTag.contact_id == contact_id, ContactTag.tag_id == tag_id))
+    audit.record(actor, "contact.untagged", f"contact:{contact_id}", {"tag": tag.name})
+    db.session.commit()
+
+
+# --- the contact list: filters, sorting, bulk actions ----------------------------------------
+
+SORTABLE = {
+    "name": Contact.name,
+    "email": Contact.email,
+    "company": Contact.company,
+    "province": Contact.province,
+    "score": Contact.score,
+    "stage": Contact.lifecycle_stage,
+    "created": Contact.created_at,
+    "activity": Contact.last_activity_at,
+}
+
+
+@dataclass
+class ContactFilter:
+    text: str = ""
+    province: str = ""
+    industry: str = ""
+    stage: str = ""
+    tag: str = ""
+    segment_id: int | None = None
+    consent: str = ""  # "<channel>:<status>", e.g. "email:granted"
+    sort: str = ""  # a SORTABLE key, "-" in front for descending
+
+
+def contact_query(filters: ContactFilter):
+    """`select(Contact)` of the contacts the list shows, filtered and sorted."""
+    from portal.audience import segments
+
+    query = select(Contact)
+    if filters.text:
+        like = f"%{filters.text.strip()}%"
         query = query.where(
             or_(
                 Contact.name.ilike(like),
@@ -233,23 +400,152 @@ def search_contacts(
                 Contact.company.ilike(like),
             )
         )
-    if province_name:
-        query = query.where(Contact.province == normalise.province(province_name))
-    if industry:
-        query = query.where(Contact.industry == industry)
-    if stage:
-        query = query.where(Contact.lifecycle_stage == stage)
-    if tag:
+    if filters.province:
+        query = query.where(Contact.province == normalise.province(filters.province))
+    if filters.industry:
+        query = query.where(Contact.industry == filters.industry)
+    if filters.stage:
+        query = query.where(Contact.lifecycle_stage == filters.stage)
+    if filters.tag:
         query = query.where(
-            Contact.id.in_(select(ContactTag.contact_id).join(Tag, Tag.id == ContactTag.tag_id).where(Tag.name == tag))
+            Contact.id.in_(
+                select(ContactTag.contact_id).join(Tag, Tag.id == ContactTag.tag_id).where(Tag.name == filters.tag)
+            )
         )
-    return paginate(query, page, per_page)
+    if filters.segment_id:
+        query = query.where(Contact.id.in_(segments.segment_query(filters.segment_id)))
+    if filters.consent:
+        channel, _sep, status = filters.consent.partition(":")
+        query = query.where(
+            Contact.id.in_(segments.compile_rules({"items": [{"field": f"consent.{channel}", "value": status}]}))
+        )
+    key = filters.sort.lstrip("-")
+    column = SORTABLE.get(key)
+    if column is None:
+        return query.order_by(Contact.id.desc())
+    ordered = column.desc() if filters.sort.startswith("-") else column.asc()
+    return query.order_by(ordered, Contact.id.desc())
+
+
+def search_contacts(filters: ContactFilter, page: int = 1, per_page: int = 25) -> Page:
+    return paginate(contact_query(filters), page, per_page)
+
+
+def selected_ids(filters: ContactFilter, ids: list[int] | None) -> Any:
+    """The ids a bulk action works on: the ticked ones, or every contact the filters match."""
+    if ids:
+        return select(Contact.id).where(Contact.id.in_(ids))
+    return contact_query(filters).with_only_columns(Contact.id).order_by(None)
+
+
+def _check_bulk(actor: Any, count: int, permission: Any, signed_in_at: datetime | None) -> None:
+    from portal.access import check_recent_sign_in
+
+    if count == 0:
+        raise AudienceError("nothing_selected")
+    if count > BULK_LIMIT:
+        if not actor.can(permission):
+            raise AudienceError("bulk_needs_permission", limit=BULK_LIMIT)
+        check_recent_sign_in(signed_in_at)
+
+
+def count_selected(selection: Any) -> int:
+    return db.session.scalar(select(func.count()).select_from(selection.subquery())) or 0
+
+
+def bulk_tag(actor: Any, selection: Any, tag_name: str, add: bool, signed_in_at: datetime | None = None) -> int:
+    """Tag (or untag) every selected contact in one statement; returns how many changed.
+
+    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EDIT and a recent sign-in."""
+    from portal.access import Permission
+
+    count = count_selected(selection)
+    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EDIT, signed_in_at)
+    tag_name = (tag_name or "").strip()
+    if not tag_name:
+        raise AudienceError("tag_name_empty")
+    if add:
+        tag = tag_by_name(tag_name)
+        already = select(ContactTag.contact_id).where(ContactTag.tag_id == tag.id)
+        ids = selection.subquery()
+        changed = len(
+            db.session.execute(
+                insert(ContactTag)
+                .from_select(
+                    ["contact_id", "tag_id", "source", "added_at"],
+                    select(
+                        ids.c.id,
+                        literal(tag.id),
+                        literal("manual"),
+                        literal(utcnow(), ContactTag.added_at.type),
+                    ).where(ids.c.id.not_in(already)),
+                )
+                .returning(ContactTag.contact_id)
+            ).all()
+        )
+    else:
+        tag = db.session.scalar(select(Tag).where(Tag.name == tag_name))
+        if tag is None:
+            raise AudienceError("no_such_tag")
+        changed = (
+            db.session.execute(
+                delete(ContactTag).where(ContactTag.tag_id == tag.id, ContactTag.contact_id.in_(selection))
+            ).rowcount
+            or 0
+        )
+    audit.record(
+        actor,
+        "contacts.bulk_tagged" if add else "contacts.bulk_untagged",
+        f"tag:{tag.id}",
+        {"tag": tag.name, "count": changed},
+    )
+    db.session.commit()
+    return changed
+
+
+EXPORT_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "mobile",
+    "company",
+    "industry",
+    "province",
+    "city",
+    "score",
+    "lifecycle_stage",
+)
+
+
+def export_selection(actor: Any, selection: Any, signed_in_at: datetime | None = None):
+    """Check and audit an export of the selected contacts; returns an iterator of rows to stream.
+
+    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EXPORT and a recent sign-in."""
+    from portal.access import Permission
+
+    count = count_selected(selection)
+    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EXPORT, signed_in_at)
+    audit.record(actor, "contacts.exported", "contacts", {"count": count})
+    db.session.commit()
+    query = select(*(getattr(Contact, c) for c in EXPORT_COLUMNS)).where(Contact.id.in_(selection))
+
+    def rows():
+        # Run while the response streams: a server-side cursor lives only in its transaction.
+        yield from db.session.execute(query.order_by(Contact.id).execution_options(yield_per=1000))
+
+    return rows()
+
+
+# --- the 360° view ---------------------------------------------------------------------------
 
 
 def contact_profile(contact_id: int) -> dict[str, Any]:
-    contact = db.session.get(Contact, contact_id)
-    if contact is None:
-        raise AudienceError("No such contact.")
+    """Everything the contact page shows: fields, consent and its history, tags, sends with
+    what the person did with them, score changes with their reasons, the timeline."""
+    from portal.audience.models import ScoredEvent, ScoringRule
+    from portal.auth.models import User
+
+    contact = _contact(contact_id)
     tags = list(
         db.session.execute(
             select(Tag, ContactTag.source, ContactTag.added_at)
@@ -269,7 +565,71 @@ def contact_profile(contact_id: int) -> dict[str, Any]:
             .limit(200)
         )
     )
-    return {"contact": contact, "tags": tags, "consents": consents, "events": events}
+    scored = list(
+        db.session.execute(
+            select(ContactEvent, ScoredEvent.points)
+            .join(ScoredEvent, ScoredEvent.event_id == ContactEvent.id)
+            .where(ContactEvent.contact_id == contact_id, ScoredEvent.points != 0)
+            .order_by(ContactEvent.occurred_at.desc(), ContactEvent.id.desc())
+            .limit(100)
+        )
+    )
+    rules = list(db.session.scalars(select(ScoringRule)))
+    from portal.audience.scoring import points_for
+
+    score_changes = [
+        {"event": event, "points": points, "rules": [r for r in rules if points_for(event, [r])]}
+        for event, points in scored
+    ]
+    owner = db.session.get(User, contact.owner_id) if contact.owner_id else None
+    return {
+        "contact": contact,
+        "owner": owner,
+        "tags": tags,
+        "consents": consents,
+        "consent_history": [e for e in events if e.kind == EventKind.CONSENT_CHANGE],
+        "stage_history": [e for e in events if e.kind == EventKind.STAGE_CHANGE],
+        "notes": [e for e in events if e.kind in (EventKind.NOTE, *OFFLINE_ACTIVITY_KINDS)],
+        "events": events,
+        "score_changes": score_changes,
+        "sends": contact_sends(contact_id),
+    }
+
+
+def contact_sends(contact_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """The messages sent to a contact: campaign, step, subject, and the opens and clicks."""
+    from portal.campaigns.models import Campaign
+    from portal.content.models import AssetVersion
+    from portal.delivery.models import Delivery
+
+    rows = db.session.execute(
+        select(Delivery, Campaign.name, AssetVersion)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .join(AssetVersion, AssetVersion.id == Delivery.content_version_id)
+        .where(Delivery.contact_id == contact_id)
+        .order_by(Delivery.due_at.desc(), Delivery.id.desc())
+        .limit(limit)
+    ).all()
+    delivery_ids = [d.id for d, _name, _v in rows]
+    clicks: dict[int, list[str]] = {}
+    if delivery_ids:
+        for event in db.session.scalars(
+            select(ContactEvent).where(
+                ContactEvent.contact_id == contact_id, ContactEvent.kind == EventKind.EMAIL_CLICK
+            )
+        ):
+            delivery_id = (event.properties or {}).get("delivery_id")
+            if delivery_id in delivery_ids:
+                clicks.setdefault(delivery_id, []).append(str(event.properties.get("url", "")))
+    return [
+        {
+            "delivery": delivery,
+            "campaign": name,
+            "subject": getattr(version, "subject", "") or version.asset.name,
+            "links": sorted(set(clicks.get(delivery.id, []))),
+        }
+        for delivery, name, version in rows
+    ]
 
 
 def all_tags() -> list[Tag]:

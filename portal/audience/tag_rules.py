@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, insert, literal, select
 from portal import audit
 from portal.audience.models import ContactTag, Tag, TagRule
 from portal.audience.segments import compile_rules
+from portal.audience.service import AudienceError
 from portal.extensions import db
 from portal.models_base import utcnow
 
@@ -20,12 +21,53 @@ def save_rule(actor: Any, tag_name: str, rules: dict[str, Any], rule_id: int | N
     compile_rules(rules)  # refuses invalid rules before saving
     tag = tag_by_name(tag_name)
     rule = db.session.get(TagRule, rule_id) if rule_id else TagRule()
+    if rule is None:
+        raise AudienceError("no_such_rule")
     rule.tag_id, rule.rules, rule.enabled = tag.id, rules, True
     db.session.add(rule)
     db.session.flush()
     audit.record(actor, "tag_rule.saved", f"tag_rule:{rule.id}", {"tag": tag.name, "rules": rules})
     db.session.commit()
     return rule
+
+
+def _rule(rule_id: int) -> TagRule:
+    rule = db.session.get(TagRule, rule_id)
+    if rule is None:
+        raise AudienceError("no_such_rule")
+    return rule
+
+
+def set_enabled(actor: Any, rule_id: int, enabled: bool) -> TagRule:
+    """Disable a rule (its tags stay where they are) or enable it again."""
+    rule = _rule(rule_id)
+    if rule.enabled != enabled:
+        rule.enabled = enabled
+        tag = db.session.get(Tag, rule.tag_id)
+        audit.record(
+            actor, "tag_rule.enabled" if enabled else "tag_rule.disabled", f"tag_rule:{rule.id}", {"tag": tag.name}
+        )
+    db.session.commit()
+    return rule
+
+
+def delete_rule(actor: Any, rule_id: int, remove_tags: bool = False) -> int:
+    """Delete a rule; with `remove_tags`, also take its tag off the contacts the rule gave it to.
+    Returns how many contacts lost the tag."""
+    rule = _rule(rule_id)
+    removed = 0
+    if remove_tags:
+        removed = (
+            db.session.execute(
+                delete(ContactTag).where(ContactTag.tag_id == rule.tag_id, ContactTag.source == f"rule:{rule.id}")
+            ).rowcount
+            or 0
+        )
+    tag = db.session.get(Tag, rule.tag_id)
+    audit.record(actor, "tag_rule.deleted", f"tag_rule:{rule.id}", {"tag": tag.name, "removed": removed})
+    db.session.delete(rule)
+    db.session.commit()
+    return removed
 
 
 def evaluate(rule_id: int) -> tuple[int, int]:

@@ -55,6 +55,9 @@ class User(UserMixin, db.Model):
     sso_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Break-glass account only: wrong passwords in a row, and the lockout they led to.
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Read-only: grants are written by portal.admin.service, which keeps their source.
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin", viewonly=True)
@@ -105,7 +108,7 @@ class SsoGroupMapping(db.Model):
 
 
 class WebSession(db.Model):
-    """A signed-in (or anonymous) browser session, held on the server.
+    """A signed-in browser session, held on the server (anonymous ones are signed cookies).
 
     The cookie carries only a random id; the row is found by its SHA-256 so that a copy of
     this table cannot be replayed as cookies. Deleting the rows ends the sessions at once."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -16,6 +18,13 @@ from portal.extensions import db
 from portal.models_base import utcnow
 
 MIN_PASSWORD_LENGTH = 12
+# The break-glass account is locked after this many wrong passwords in a row, for this long
+# (an administrator can lift the lockout sooner); the per-address rate limit is in the view.
+LOCAL_SIGN_IN_MAX_FAILURES = 5
+LOCAL_SIGN_IN_LOCKOUT = timedelta(minutes=30)
+# Claims that say what the groups claim is missing (Entra ID's "groups overage": too many
+# groups for a token, so it points at a Graph query instead).
+DISTRIBUTED_CLAIM_NAMES = "_claim_names"
 PASSWORD_METHOD = "scrypt"  # noqa: S105 - the name of the KDF, not a password
 
 
@@ -40,39 +49,79 @@ def save_locale(user: User, locale: str) -> None:
     db.session.commit()
 
 
-def _groups(claims: dict[str, Any], groups_claim: str) -> list[str]:
-    value = claims.get(groups_claim) or []
-    if isinstance(value, str):
-        value = [value]
-    return sorted({str(group) for group in value if str(group).strip()})
+def groups_claim_names(setting: str) -> list[str]:
+    """The claim names OIDC_GROUPS_CLAIM lists (commas or spaces between them)."""
+    return [name for name in re.split(r"[,\s]+", setting or "") if name]
 
 
-def sign_in_from_claims(claims: dict[str, Any], groups_claim: str) -> User:
-    """Find or create the user for validated ID-token claims and sync their SSO roles.
+def _claim_at(claims: dict[str, Any], path: str) -> tuple[bool, Any]:
+    """(present, value) of a claim; a dotted path walks into objects (realm_access.roles)."""
+    if path in claims:  # a claim whose own name has dots (namespaced URLs) wins
+        return True, claims[path]
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
 
-    Refuses (and audits why) a person whose groups map to no role and who holds no role
-    given in the portal, and a deactivated user. Commits."""
+
+def groups_from_claims(claims: dict[str, Any], groups_claim: str) -> list[str] | None:
+    """The person's groups from the configured claim(s); None when none of them arrived at all
+    (a provider that is not configured to send groups), which is not the same as an empty list
+    (a person in no group). Values may be names, paths (/marketing/managers) or object ids."""
+    found = False
+    groups: set[str] = set()
+    for name in groups_claim_names(groups_claim):
+        present, value = _claim_at(claims, name)
+        if not present or value is None:
+            continue
+        found = True
+        values = [value] if isinstance(value, str | int) else value if isinstance(value, list) else []
+        groups.update(str(group).strip() for group in values if str(group).strip())
+    return sorted(groups) if found else None
+
+
+def sign_in_from_claims(claims: dict[str, Any], groups_claim: str, address: str = "") -> User:
+    """Find or create the user for validated claims (ID token and userinfo) and sync their SSO
+    roles from the groups claim(s) `groups_claim` names.
+
+    Refuses (and audits why) a person whose groups map to no role and who holds no role given
+    in the portal, and a deactivated user. A groups claim that did not arrive at all is a
+    provider that is not configured: the sign-in is refused and the person's roles are left as
+    they were. With `groups_claim` empty (a provider without groups) roles are only the ones
+    given in the portal: a first sign-in creates the account, without access until an
+    administrator gives it a role. Commits."""
     subject = str(claims.get("sub") or "")
     email = str(claims.get("email") or "").strip().lower()
     if not subject or not email:
-        _refuse(None, "missing_claims", {"sub": subject, "email": email})
-    groups = _groups(claims, groups_claim)
+        _refuse(None, "missing_claims", {"sub": subject, "email": email, "claims": sorted(claims)}, address=address)
+    names = groups_claim_names(groups_claim)
+    groups_from_provider = bool(names)
+    groups = groups_from_claims(claims, groups_claim) if groups_from_provider else []
+    # A groups claim replaced by a pointer elsewhere (Entra ID's overage) is incomplete even when
+    # another configured claim (roles) did arrive: the roles would silently lose those groups.
+    overage = set(names) & set(claims.get(DISTRIBUTED_CLAIM_NAMES) or {})
+    if groups is None or overage:
+        reason = "groups_overage" if overage else "groups_missing"
+        _refuse(None, reason, {"email": email, "expected": names, "claims": sorted(claims)}, address=address)
     role_ids = roles_for_groups(groups)
     user = db.session.scalar(select(User).where(User.sso_subject == subject))
     if user is None:
-        if not role_ids:
-            _refuse(None, "no_access", {"email": email, "groups": groups})
+        if not role_ids and groups_from_provider:
+            _refuse(None, "no_access", {"email": email, "groups": groups}, address=address)
         if db.session.scalar(select(User).where(User.email == email)):
-            _refuse(None, "email_taken", {"email": email})
+            _refuse(None, "email_taken", {"email": email}, address=address)
         user = User(sso_subject=subject, email=email, name=str(claims.get("name") or ""))
         db.session.add(user)
         db.session.flush()
         audit.record(user, "user.created", f"user:{user.id}", {"email": email, "via": "sso"})
     if not user.active:
-        _refuse(user, "deactivated", {"email": email})
+        _refuse(user, "deactivated", {"email": email}, address=address)
     before = grants_of(user.id)
-    replace_grants(user.id, role_ids, "sso")
-    db.session.flush()
+    if groups_from_provider:
+        replace_grants(user.id, role_ids, "sso")
+        db.session.flush()
     after = grants_of(user.id)
     if after != before:
         audit.record(
@@ -85,28 +134,59 @@ def sign_in_from_claims(claims: dict[str, Any], groups_claim: str) -> User:
     if not after:
         # Keep the change (no role left, sessions ended) and refuse.
         end_sessions_of(user.id)
-        _refuse(user, "no_access", {"email": email, "groups": groups}, keep_changes=True)
+        _refuse(user, "no_access", {"email": email, "groups": groups}, keep_changes=True, address=address)
     user.email = email
     user.name = str(claims.get("name") or user.name)
     user.last_sign_in_at = utcnow()
-    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "sso", "groups": groups})
+    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "sso", "groups": groups, **_where(address)})
     db.session.commit()
     db.session.expire(user)
     return user
 
 
-def _refuse(user: User | None, reason: str, details: dict[str, Any], keep_changes: bool = False) -> None:
+def _where(address: str) -> dict[str, str]:
+    """The client's address for the audit trail (the proxy's client when TRUSTED_PROXY_HOPS says so)."""
+    return {"address": address} if address else {}
+
+
+def _refuse(
+    user: User | None, reason: str, details: dict[str, Any], keep_changes: bool = False, address: str = ""
+) -> None:
     """Record a refused sign-in and commit it (the refusal itself must leave a trace)."""
     if not keep_changes:
         db.session.rollback()
-    audit.record(user, "sign_in.failure", details.get("email", ""), {"reason": reason, **details})
+    audit.record(user, "sign_in.failure", details.get("email", ""), {"reason": reason, **details, **_where(address)})
     db.session.commit()
     raise SignInRefused(reason)
 
 
-def record_failed_sso(reason: str, detail: str) -> None:
-    audit.record(None, "sign_in.failure", "", {"reason": reason, "detail": detail[:500], "via": "sso"})
+def record_failed_sso(reason: str, detail: str, address: str = "") -> None:
+    audit.record(
+        None, "sign_in.failure", "", {"reason": reason, "detail": detail[:500], "via": "sso", **_where(address)}
+    )
     db.session.commit()
+
+
+def groups_seen(since, limit: int = 200) -> list[tuple[str, int]]:
+    """The group values that arrived at sign-ins since `since` (successful or refused), with how
+    many different people carried each, most common first: what an administrator maps."""
+    from portal.audit import AuditEvent
+
+    events = db.session.execute(
+        select(AuditEvent.actor_id, AuditEvent.target, AuditEvent.details).where(
+            AuditEvent.action.in_(("sign_in.success", "sign_in.failure")), AuditEvent.created_at >= since
+        )
+    )
+    people: dict[str, set[str]] = {}
+    for actor_id, target, details in events:
+        groups = (details or {}).get("groups")
+        if not isinstance(groups, list):
+            continue
+        person = str(actor_id or (details or {}).get("email") or target)
+        for group in groups:
+            people.setdefault(str(group), set()).add(person)
+    ranked = sorted(people.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [(group, len(who)) for group, who in ranked[:limit]]
 
 
 def record_sign_out(user: User) -> None:
@@ -142,27 +222,58 @@ def create_local_admin(email: str) -> tuple[User, str]:
     return user, password
 
 
-def sign_in_locally(email: str, password: str) -> User:
+def sign_in_locally(email: str, password: str, address: str = "") -> User:
+    """The break-glass sign-in. Wrong passwords are counted per account: after
+    LOCAL_SIGN_IN_MAX_FAILURES in a row the account is locked for LOCAL_SIGN_IN_LOCKOUT (or until
+    an administrator lifts it), whatever address the attempts come from."""
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None or not user.is_local or not user.password_hash:
         # Same work and same answer whether or not the account exists.
         check_password_hash(generate_password_hash("x", method=PASSWORD_METHOD), password)
-        _refuse(None, "bad_credentials", {"email": email.strip().lower(), "via": "local"})
-    if not check_password_hash(user.password_hash, password):
-        _refuse(user, "bad_credentials", {"email": user.email, "via": "local"})
+        _refuse(None, "bad_credentials", {"email": email.strip().lower(), "via": "local"}, address=address)
+    now = utcnow()
+    locked = user.locked_until is not None and user.locked_until > now
+    if not check_password_hash(user.password_hash, password) or locked:
+        if locked:
+            _refuse(user, "locked", {"email": user.email, "via": "local"}, address=address)
+        user.failed_sign_ins += 1
+        if user.failed_sign_ins >= LOCAL_SIGN_IN_MAX_FAILURES:
+            user.locked_until = now + LOCAL_SIGN_IN_LOCKOUT
+            user.failed_sign_ins = 0
+            audit.record(user, "local_sign_in.locked", f"user:{user.id}", {"email": user.email, **_where(address)})
+        _refuse(user, "bad_credentials", {"email": user.email, "via": "local"}, keep_changes=True, address=address)
     if not user.active:
-        _refuse(user, "deactivated", {"email": user.email, "via": "local"})
-    user.last_sign_in_at = utcnow()
-    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "local"})
+        _refuse(user, "deactivated", {"email": user.email, "via": "local"}, address=address)
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    user.last_sign_in_at = now
+    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "local", **_where(address)})
     db.session.commit()
     return user
+
+
+def is_locked(user: User) -> bool:
+    return user.locked_until is not None and user.locked_until > utcnow()
+
+
+def lift_lockout(actor: User, user_id: int) -> None:
+    """An administrator ends a break-glass account's sign-in lockout before it runs out."""
+    user = db.session.get(User, user_id)
+    if user is None or not is_locked(user):
+        return
+    user.locked_until = None
+    user.failed_sign_ins = 0
+    audit.record(actor, "local_sign_in.unlocked", f"user:{user.id}", {"email": user.email})
+    db.session.commit()
 
 
 class PasswordRejected(Exception):
     pass
 
 
-def change_local_password(user: User, current: str, new: str) -> None:
+def change_local_password(user: User, current: str, new: str, keep_session_id: str | None = None) -> None:
+    """Replace the break-glass password; every other session of the account ends (a stolen
+    session must not survive the password change), the one `keep_session_id` names goes on."""
     if not user.is_local or not user.password_hash:
         raise PasswordRejected("This account signs in through SSO.")
     if not check_password_hash(user.password_hash, current):
@@ -173,5 +284,6 @@ def change_local_password(user: User, current: str, new: str) -> None:
         raise PasswordRejected("The new password must differ from the current one.")
     user.password_hash = generate_password_hash(new, method=PASSWORD_METHOD)
     user.must_change_password = False
-    audit.record(user, "local_password.changed", f"user:{user.id}")
+    ended = end_sessions_of(user.id, except_session_id=keep_session_id)
+    audit.record(user, "local_password.changed", f"user:{user.id}", {"other_sessions_ended": ended})
     db.session.commit()

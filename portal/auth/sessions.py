@@ -3,7 +3,11 @@
 Flask's default cookie session cannot be revoked; this one can. Signing out, deactivating a
 user or removing their last role deletes their rows, and a replayed cookie then finds nothing.
 Sessions end after SESSION_IDLE_MINUTES without a request, or SESSION_ABSOLUTE_HOURS after
-they began, whichever comes first."""
+they began, whichever comes first.
+
+Only signed-in sessions get a row. What an anonymous visitor's session holds (the CSRF token of
+the sign-in page, the language picked, the sign-in under way) travels in a signed cookie, so
+that anonymous requests cannot fill the table; at sign-in it moves into a row under a new id."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, insert, update
 from werkzeug.datastructures import CallbackDict
 
@@ -23,6 +28,11 @@ from portal.models_base import utcnow
 
 # Writing last_seen_at on every request would make every page view a write.
 TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+# A signed anonymous payload always has dots; a session id (token_urlsafe) never does.
+ANONYMOUS_MARK = "."
+ANONYMOUS_SALT = "anonymous-session"
 
 
 def _hash(session_id: str) -> str:
@@ -57,10 +67,24 @@ class ServerSession(CallbackDict, SessionMixin):
 
 
 class DatabaseSessionInterface(SessionInterface):
+    @staticmethod
+    def _anonymous_serializer(app: Flask) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(app.secret_key, salt=ANONYMOUS_SALT)
+
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         session_id = request.cookies.get(self.get_cookie_name(app))
         if not session_id:
             return ServerSession()
+        if ANONYMOUS_MARK in session_id:
+            try:
+                data = self._anonymous_serializer(app).loads(
+                    session_id, max_age=app.config["SESSION_IDLE_MINUTES"] * 60
+                )
+            except BadSignature:
+                return ServerSession()
+            # Never a signed-in session without a row: a user id here is ignored.
+            data.pop("_user_id", None)
+            return ServerSession(data)
         row = db.session.get(WebSession, _hash(session_id))
         now = utcnow()
         if row is None or self._expired(app, row, now):
@@ -83,18 +107,18 @@ class DatabaseSessionInterface(SessionInterface):
         with db.engine.begin() as connection:
             if session.replaced_id:
                 connection.execute(delete(table).where(table.c.id_hash == _hash(session.replaced_id)))
-            if not session:
+            if not session or not session.get("_user_id"):
                 if session.session_id:
                     connection.execute(delete(table).where(table.c.id_hash == _hash(session.session_id)))
-                    response.delete_cookie(name, domain=domain, path=path)
+                    session.session_id = None
+                self._save_anonymous(app, session, response)
                 return
             touch = session.last_seen_at is None or now - session.last_seen_at > TOUCH_INTERVAL
             if not (session.modified or touch or session.session_id is None):
                 return
-            user_id = session.get("_user_id")
             values = {
                 "data": dict(session),
-                "user_id": int(user_id) if user_id else None,
+                "user_id": int(session["_user_id"]),
                 "last_seen_at": now,
             }
             if session.session_id is None:
@@ -107,22 +131,43 @@ class DatabaseSessionInterface(SessionInterface):
                 if updated.rowcount == 0:  # revoked while this request ran: never bring it back
                     response.delete_cookie(name, domain=domain, path=path)
                     return
+        self._set_cookie(app, response, session.session_id)
+
+    def _save_anonymous(self, app: Flask, session: ServerSession, response: Response) -> None:
+        name = self.get_cookie_name(app)
+        if not session:
+            if name in _request_cookies():
+                response.delete_cookie(name, domain=self.get_cookie_domain(app), path=self.get_cookie_path(app))
+            return
+        if not session.modified and session.session_id is None and name in _request_cookies():
+            return  # unchanged: the cookie the browser holds is still good
+        self._set_cookie(app, response, self._anonymous_serializer(app).dumps(dict(session)))
+
+    def _set_cookie(self, app: Flask, response: Response, value: str) -> None:
         response.set_cookie(
-            name,
-            session.session_id,
+            self.get_cookie_name(app),
+            value,
             httponly=self.get_cookie_httponly(app),
             secure=self.get_cookie_secure(app),
             samesite=self.get_cookie_samesite(app),
-            domain=domain,
-            path=path,
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
             # A browser-session cookie: the server decides when the session ends.
         )
         response.vary.add("Cookie")
 
 
-def end_sessions_of(user_id: int) -> None:
-    """End every session of the user, in the caller's transaction."""
-    db.session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+def _request_cookies():
+    return request.cookies
+
+
+def end_sessions_of(user_id: int, except_session_id: str | None = None) -> int:
+    """End every session of the user (but the one `except_session_id` names), in the caller's
+    transaction; returns how many ended."""
+    statement = delete(WebSession).where(WebSession.user_id == user_id)
+    if except_session_id:
+        statement = statement.where(WebSession.id_hash != _hash(except_session_id))
+    return db.session.execute(statement).rowcount or 0
 
 
 def purge_expired_sessions(idle_minutes: int, absolute_hours: int) -> int:

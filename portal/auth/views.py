@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+import re
+from urllib.parse import urlsplit
 
 from authlib.common.errors import AuthlibBaseError
 from flask import (
@@ -10,6 +11,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     make_response,
     redirect,
     render_template,
@@ -26,13 +28,16 @@ from portal.access import SIGNED_IN_AT_KEY, ReauthenticationRequired, public, si
 from portal.auth import oidc, service
 from portal.auth.forms import LocalSignInForm, PasswordChangeForm
 from portal.extensions import limiter, login_manager
-from portal.htmx import is_htmx
+from portal.htmx import is_htmx, same_site_path
 from portal.models_base import utcnow
 
 bp = Blueprint("auth", __name__)
 
 # Session key: the sign-in under way was asked for to confirm a high-risk action.
 REAUTH_KEY = "reauthenticating"
+# What an OAuth error code may look like (RFC 6749 appendix A.7 allows printable ASCII; real
+# providers use lower-case words with underscores).
+ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 login_manager.user_loader(service.load_user)
 login_manager.login_view = "auth.login"
@@ -44,21 +49,28 @@ REFUSAL_MESSAGES = {
     "deactivated": _l("Your account has been deactivated. Ask your administrator if you need access again."),
     "missing_claims": _l("The identity provider did not send your email address. Ask your administrator."),
     "email_taken": _l("Another account already uses your email address. Ask your administrator."),
+    "groups_missing": _l(
+        "The identity provider did not say which groups you belong to, so the portal cannot tell "
+        "what you may do. Please contact your IT department: the portal's sign-in is not fully set up "
+        "at the identity provider. Your access has not been changed."
+    ),
+    "groups_overage": _l(
+        "You belong to too many groups for the identity provider to list them in the sign-in, so "
+        "the portal cannot tell what you may do. Please contact your IT department: the portal "
+        "should receive only the groups assigned to it, or app roles. Your access has not been changed."
+    ),
 }
 
 
 def safe_next(target: str | None) -> str:
-    """Only paths on this site: never an open redirect. Browsers drop tabs and newlines from
-    URLs, so "/\t/evil.example" would become "//evil.example": control characters are refused."""
-    if (
-        not target
-        or not target.startswith("/")
-        or target.startswith("//")
-        or "\\" in target
-        or any(ord(char) < 32 or ord(char) == 127 for char in target)
-    ):
-        return url_for("core.dashboard")
-    return target
+    """Where to go after sign-in: a path on this site, else the dashboard."""
+    return same_site_path(target, url_for("core.dashboard"))
+
+
+def _unreachable(detail: str):
+    """The provider did not answer: say so (503), with a way to try again, and keep a trace."""
+    service.record_failed_sso("provider_unreachable", detail, request.remote_addr or "")
+    return render_template("auth/unreachable.html", retry=url_for("auth.sso", next=session.get("after_sign_in"))), 503
 
 
 def _demo_identities() -> list[dict]:
@@ -92,19 +104,31 @@ def sso():
     if reauthenticating:
         # A high-risk action: the provider must ask again, whatever its own session says.
         options = {"prompt": "login", "max_age": 0}
-    return oidc.client().authorize_redirect(url_for("auth.callback", _external=True), **options)
+    try:
+        return oidc.start_sign_in(**options)
+    except oidc.ProviderUnreachable as exc:
+        return _unreachable(str(exc))
 
 
 @bp.get("/callback")
 @public
 def callback():
+    error = request.args.get("error")
+    if error:
+        # The provider answered with an error instead of a code (RFC 6749 4.1.2.1). Error codes
+        # are ASCII words; anything else in a crafted link is not repeated on the page.
+        code = error if ERROR_CODE.fullmatch(error) else "invalid_error_code"
+        service.record_failed_sso(code, request.args.get("error_description", "")[:500], request.remote_addr or "")
+        retry = url_for("auth.sso", next=session.get("after_sign_in"))
+        if code == "access_denied":
+            return render_template("auth/cancelled.html", retry=retry), 403
+        return render_template("auth/provider_error.html", error_code=code, retry=retry), 400
     try:
-        token = oidc.client().authorize_access_token(claims_options=oidc.claims_options(), leeway=oidc.LEEWAY)
-        claims = token.get("userinfo")
-        if not claims:
-            raise AuthlibBaseError(error="no_id_token", description="the provider returned no ID token")
+        claims, token = oidc.finish_sign_in()
+    except oidc.ProviderUnreachable as exc:
+        return _unreachable(str(exc))
     except (AuthlibBaseError, JoseError, ValueError) as exc:
-        service.record_failed_sso(type(exc).__name__, str(exc))
+        service.record_failed_sso(type(exc).__name__, str(exc), request.remote_addr or "")
         return render_template(
             "auth/refused.html",
             message=_("Sign-in failed: the answer from the identity provider could not be verified. Please try again."),
@@ -114,7 +138,9 @@ def callback():
     if session.pop(REAUTH_KEY, False) and not oidc.freshly_authenticated(authenticated_at, now):
         # We asked for prompt=login and max_age=0; an answer without a fresh auth_time means
         # the provider reused its old session, so the identity was not confirmed again.
-        service.record_failed_sso("stale_reauthentication", f"auth_time={claims.get('auth_time')}")
+        service.record_failed_sso(
+            "stale_reauthentication", f"auth_time={claims.get('auth_time')}", request.remote_addr or ""
+        )
         return render_template(
             "auth/refused.html",
             message=_(
@@ -123,7 +149,9 @@ def callback():
             ),
         ), 400
     try:
-        user = service.sign_in_from_claims(dict(claims), current_app.config["OIDC_GROUPS_CLAIM"])
+        user = service.sign_in_from_claims(
+            claims, current_app.config["OIDC_GROUPS_CLAIM"], address=request.remote_addr or ""
+        )
     except service.SignInRefused as refused:
         return render_template("auth/refused.html", message=REFUSAL_MESSAGES.get(refused.reason, refused.reason)), 403
     target = session.pop("after_sign_in", None)
@@ -136,6 +164,9 @@ def callback():
 
 def _start_session(user, signed_in_at=None) -> None:
     session.regenerate()  # a session id planted before sign-in is worthless after it
+    # A CSRF token lives as long as its session: the anonymous one is not carried over.
+    session.pop("csrf_token", None)
+    g.pop("csrf_token", None)
     login_user(user)
     session[SIGNED_IN_AT_KEY] = (signed_in_at or utcnow()).isoformat()
 
@@ -147,16 +178,11 @@ def logout():
     service.record_sign_out(current_user._get_current_object())
     logout_user()
     session.clear()
-    end_session = oidc.end_session_endpoint() if id_token else None
+    end_session = oidc.logout_url(id_token)
     if end_session:
-        query = urlencode(
-            {
-                "id_token_hint": id_token,
-                "post_logout_redirect_uri": url_for("auth.login", _external=True),
-                "client_id": current_app.config["OIDC_CLIENT_ID"],
-            }
-        )
-        return redirect(f"{end_session}?{query}", code=303)
+        # RP-initiated logout: the provider's session ends too, then it sends the browser back
+        # to the registered post-logout URL.
+        return redirect(end_session, code=303)
     return redirect(url_for("auth.login"), code=303)
 
 
@@ -173,9 +199,11 @@ def local_login():
     form = LocalSignInForm()
     if form.validate_on_submit():
         try:
-            user = service.sign_in_locally(form.email.data, form.password.data)
+            user = service.sign_in_locally(form.email.data, form.password.data, address=request.remote_addr or "")
         except service.SignInRefused:
-            flash(_("Wrong email or password, or the account is deactivated."), "error")
+            # One answer for every refusal (wrong password, unknown, locked, deactivated): the
+            # form must not tell which break-glass addresses exist.
+            flash(_("Wrong email or password, or the account is deactivated or locked."), "error")
         else:
             _start_session(user)
             if user.must_change_password:
@@ -190,7 +218,12 @@ def change_password():
     form = PasswordChangeForm()
     if form.validate_on_submit():
         try:
-            service.change_local_password(current_user._get_current_object(), form.current.data, form.new.data)
+            service.change_local_password(
+                current_user._get_current_object(),
+                form.current.data,
+                form.new.data,
+                keep_session_id=getattr(session, "session_id", None),
+            )
         except service.PasswordRejected as exc:
             form.new.errors = [str(exc)]
         else:

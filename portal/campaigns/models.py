@@ -168,3 +168,35 @@ class AbResult(db.Model):
     # {"a": {"sent": n, "opens": n, "clicks": n}, "b": {...}}
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SendCounts(db.Model):
+    """A running campaign's settled messages, counted by the senders in the same statement
+    that reads the campaign's status after each chunk of results, so that judging the alerts
+    never scans the ledger and costs no extra round trip; and what the alerts judge since the
+    last resume after an alert (the counts at that resume, and the limits a manager set for
+    this campaign, with why).
+
+    The sliding window hops in half-windows: `segment_*` are the counts where the current
+    half began, `window_*` where the one before it began, so the counts now minus `window_*`
+    cover the last half to whole window of settled messages."""
+
+    __tablename__ = "campaign_send_counts"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    settled: Mapped[int] = mapped_column(BigId, default=0)
+    sent: Mapped[int] = mapped_column(BigId, default=0)
+    bounced: Mapped[int] = mapped_column(BigId, default=0)
+    resumed_settled: Mapped[int] = mapped_column(BigId, default=0)
+    resumed_sent: Mapped[int] = mapped_column(BigId, default=0)
+    resumed_bounced: Mapped[int] = mapped_column(BigId, default=0)
+    window_settled: Mapped[int] = mapped_column(BigId, default=0)
+    window_sent: Mapped[int] = mapped_column(BigId, default=0)
+    window_bounced: Mapped[int] = mapped_column(BigId, default=0)
+    segment_settled: Mapped[int] = mapped_column(BigId, default=0)
+    segment_sent: Mapped[int] = mapped_column(BigId, default=0)
+    segment_bounced: Mapped[int] = mapped_column(BigId, default=0)
+    # This campaign's own limits (percent), instead of the portal's settings; None: the settings.
+    max_bounce_rate: Mapped[float | None] = mapped_column()
+    min_delivery_rate: Mapped[float | None] = mapped_column()
+    limits_reason: Mapped[str] = mapped_column(Text, default="")

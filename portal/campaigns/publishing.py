@@ -20,7 +20,7 @@ from portal.campaigns.models import Campaign, CampaignStatus, CampaignStep, Step
 from portal.campaigns.service import CampaignError, get, in_flow_order, validate, versions_to_test
 from portal.extensions import db
 from portal.models_base import utcnow
-from portal.queue import JobRun, enqueue
+from portal.queue import TICK_QUEUE, JobRun, enqueue
 
 
 def company_domains() -> list[str]:
@@ -180,13 +180,99 @@ def audience_preview(campaign: Campaign, channel: str | None = None) -> dict[str
     return counts
 
 
+class ResumeRefused(CampaignError):
+    """A refused resume: `code` and `params` say why; the page makes the sentence."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code, self.params = code, params
+
+
+def _alert_pause(campaign: Campaign) -> tuple[str, dict[str, Any]] | None:
+    """(code, params) of the alert that paused the campaign, None for a person's pause."""
+    from portal.campaigns.monitoring import pause_details
+
+    return pause_details(campaign.pause_reason) if campaign.status == CampaignStatus.PAUSED else None
+
+
 def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> Campaign:
-    """The publish gate. Every refusal says everything that is missing."""
+    """The publish gate. Every refusal says everything that is missing. A campaign the portal
+    paused by itself goes through `resume`, which asks for the figures to be acknowledged."""
+    campaign = _through_gate(actor, campaign_id, start_at)
+    audit.record(
+        actor,
+        "campaign.published",
+        f"campaign:{campaign.id}",
+        {"start_at": campaign.scheduled_at.isoformat(), "audience": audience_preview(campaign)},
+    )
+    db.session.commit()
+    kick_runner()
+    return campaign
+
+
+def resume(
+    actor: Any,
+    campaign_id: int,
+    acknowledged: bool,
+    max_bounce_rate: str = "",
+    min_delivery_rate: str = "",
+    limits_reason: str = "",
+) -> Campaign:
+    """Resume a paused campaign through the publish gate. After an automatic pause the person
+    must acknowledge the figures that tripped it; the alerts then judge only what settles from
+    now on (a fresh start of at least alerts.min_attempts messages), against this campaign's
+    own limits when given, with a reason. Audited as `campaign.resumed` with all of it."""
+    from portal.campaigns.monitoring import resume_after_alert
+
+    campaign = get(campaign_id)
+    if campaign.status != CampaignStatus.PAUSED:
+        raise ResumeRefused("not_paused")
+    alert = _alert_pause(campaign)
+    if alert is not None and not acknowledged:
+        raise ResumeRefused("acknowledgement_required")
+    limits = {
+        "max_bounce_rate": _percent("max_bounce_rate", max_bounce_rate),
+        "min_delivery_rate": _percent("min_delivery_rate", min_delivery_rate),
+    }
+    given = {name: value for name, value in limits.items() if value is not None}
+    limits_reason = limits_reason.strip()
+    if given and not limits_reason:
+        raise ResumeRefused("limit_reason_required")
+    campaign = _through_gate(actor, campaign_id, None, resuming=True)
+    resume_after_alert(campaign.id, limits["max_bounce_rate"], limits["min_delivery_rate"], limits_reason)
+    details: dict[str, Any] = {"acknowledged": bool(acknowledged) if alert else False, **given}
+    if alert is not None:
+        details["alert"] = {"code": alert[0], **alert[1]}
+    if given:
+        details["limits_reason"] = limits_reason
+    audit.record(actor, "campaign.resumed", f"campaign:{campaign.id}", details)
+    db.session.commit()
+    kick_runner()
+    return campaign
+
+
+def _percent(name: str, raw: str) -> float | None:
+    raw = (raw or "").strip().replace("%", "").replace("％", "")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ResumeRefused("limit_not_a_number", field=name, value=raw[:20]) from None
+    if not 0 <= value <= 100:
+        raise ResumeRefused("limit_out_of_range", field=name, value=raw[:20])
+    return value
+
+
+def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resuming: bool = False) -> Campaign:
+    """Schedule a draft or paused campaign when nothing is missing; not committed."""
     if not actor.can(Permission.CAMPAIGN_PUBLISH):
         raise CampaignError("Publishing needs the campaign.publish permission.")
     campaign = get(campaign_id)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise CampaignError("Only a draft or paused campaign can be published.")
+    if not resuming and _alert_pause(campaign) is not None:
+        raise ResumeRefused("acknowledgement_required")
     reasons = [p.message for p in validate(campaign.id)]
     reasons += [f"Step #{s.id} needs a successful test send of its current content." for s in untested_steps(campaign)]
     if reasons:
@@ -204,21 +290,13 @@ def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> C
         db.session.rollback()
         raise CampaignError("The campaign was published already.")
     db.session.refresh(campaign)
-    audit.record(
-        actor,
-        "campaign.published",
-        f"campaign:{campaign.id}",
-        {"start_at": campaign.scheduled_at.isoformat(), "audience": audience_preview(campaign)},
-    )
-    db.session.commit()
-    kick_runner()
     return campaign
 
 
 def kick_runner() -> None:
     """Run the campaign tick now rather than at its next interval, so that publishing and
     resuming take effect within seconds."""
-    enqueue("jobs.sending.run_campaigns", kind="campaign_tick", queue="sending", timeout=300, track=False)
+    enqueue("jobs.sending.run_campaigns", kind="campaign_tick", queue=TICK_QUEUE, timeout=300, track=False)
 
 
 # Which status each action leads from and to.

@@ -461,8 +461,10 @@ def _run_action(campaign: Campaign, flow: Flow, step: CampaignStep, now: datetim
             for contact_id, name, owner_id in rows:
                 notify(
                     [owner_id or campaign.owner_id],
-                    f"销售跟进：{name or contact_id}（{campaign.name}）",
-                    f"/audience/contacts/{contact_id}",
+                    link=f"/audience/contacts/{contact_id}",
+                    kind="campaign.follow_up",
+                    contact=name or contact_id,
+                    campaign=campaign.name,
                 )
     return len(moved)
 

@@ -9,13 +9,15 @@ from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
 
+from portal import audit, labels
+from portal import settings as app_settings
 from portal.access import Permission, require
 from portal.audience.models import Segment
 from portal.campaigns import diagram, monitoring, publishing, service
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.content.models import Asset, AssetVersion, VersionStatus
 from portal.extensions import db
-from portal.htmx import redirect_after_post
+from portal.htmx import redirect_after_post, same_site_path
 
 bp = Blueprint("campaigns", __name__)
 
@@ -51,7 +53,19 @@ ACTION_LABELS = {
 PAUSE_REASON_LABELS = {
     "delivery_rate": _l("Delivery rate %(rate)s%% is below %(limit)s%% after %(settled)s messages."),
     "bounce_rate": _l("Bounce rate %(rate)s%% is above %(limit)s%% after %(settled)s messages."),
+    "window_delivery_rate": _l("Delivery rate %(rate)s%% is below %(limit)s%% over the last %(settled)s messages."),
+    "window_bounce_rate": _l("Bounce rate %(rate)s%% is above %(limit)s%% over the last %(settled)s messages."),
     "refused": _l("The mail server refused the sender: %(reply)s"),
+}
+RESUME_REFUSALS = {
+    "not_paused": _l("Only a paused campaign can be resumed."),
+    "acknowledgement_required": _l(
+        "The portal paused this campaign because of its figures: tick the box to confirm you have "
+        "looked at them before resuming."
+    ),
+    "limit_reason_required": _l("Say why this campaign gets limits of its own."),
+    "limit_not_a_number": _l("“%(value)s” is not a percentage."),
+    "limit_out_of_range": _l("A limit is a percentage between 0 and 100, not %(value)s."),
 }
 
 
@@ -60,6 +74,47 @@ def pause_reason_label(code: str | None, params: dict, fallback: str = "") -> st
     if code not in PAUSE_REASON_LABELS:
         return fallback
     return str(PAUSE_REASON_LABELS[code]) % params
+
+
+def _auto_paused_notification(params: dict) -> str:
+    reason = params.get("reason") or {}
+    details = {k: v for k, v in reason.items() if k != "code"}
+    why = pause_reason_label(reason.get("code"), details)
+    return str(_("Campaign paused automatically: %(name)s — %(reason)s", name=params["name"], reason=why))
+
+
+def _auto_paused_details(details: dict) -> str:
+    return pause_reason_label(details["code"], details)
+
+
+def _resumed_details(details: dict) -> str:
+    alert = details.get("alert")
+    if alert:
+        why = pause_reason_label(alert["code"], {k: v for k, v in alert.items() if k != "code"})
+        sentence = str(_("Resumed after the automatic pause (%(reason)s); the figures were acknowledged.", reason=why))
+    else:
+        sentence = str(_("Resumed."))
+    limits = []
+    if details.get("max_bounce_rate") is not None:
+        limits.append(str(_("pause above %(rate)s%% bounced", rate=details["max_bounce_rate"])))
+    if details.get("min_delivery_rate") is not None:
+        limits.append(str(_("pause below %(rate)s%% delivered", rate=details["min_delivery_rate"])))
+    if limits:
+        separator = str(_(", "))
+        own = str(
+            _(
+                "Limits of its own: %(limits)s, because: %(why)s",
+                limits=separator.join(limits),
+                why=details["limits_reason"],
+            )
+        )
+        sentence = f"{sentence} {own}"
+    return sentence
+
+
+labels.NOTIFICATION_RENDERERS["campaign.auto_paused"] = _auto_paused_notification
+audit.DESCRIPTIONS["campaign.auto_paused"] = _auto_paused_details
+audit.DESCRIPTIONS["campaign.resumed"] = _resumed_details
 
 
 EXCLUSION_LABELS = {
@@ -159,6 +214,11 @@ def show(campaign_id: int):
         actions=ACTION_LABELS,
         kinds=KIND_LABELS,
         metrics=service.GOAL_METRICS,
+        alert_min_attempts=app_settings.get("alerts.min_attempts"),
+        alert_defaults={
+            "max_bounce_rate": app_settings.get("alerts.max_bounce_rate"),
+            "min_delivery_rate": app_settings.get("alerts.min_delivery_rate"),
+        },
         **_progress_context(campaign),
     )
 
@@ -169,6 +229,7 @@ def _progress_context(campaign: Campaign) -> dict:
         "window_opens": monitoring.window_opens(campaign),
         "progress": monitoring.progress(campaign.id),
         "alerts": monitoring.alert_history(campaign.id),
+        "own_limits": monitoring.own_limits(campaign.id),
         "ab_results": monitoring.ab_results(campaign.id),
     }
 
@@ -266,7 +327,7 @@ def add_test_address():
         publishing.add_test_address(_actor(), request.form.get("address", ""))
     except service.CampaignError as exc:
         flash(str(exc), "error")
-    return redirect_after_post(request.form.get("back") or url_for("campaigns.index"))
+    return redirect_after_post(same_site_path(request.form.get("back"), url_for("campaigns.index")))
 
 
 @bp.post("/test-addresses/<int:address_id>/delete")
@@ -276,7 +337,7 @@ def remove_test_address(address_id: int):
         publishing.remove_test_address(_actor(), address_id)
     except service.CampaignError as exc:
         flash(str(exc), "error")
-    return redirect_after_post(request.form.get("back") or url_for("campaigns.index"))
+    return redirect_after_post(same_site_path(request.form.get("back"), url_for("campaigns.index")))
 
 
 @bp.post("/<int:campaign_id>/test-send")
@@ -311,7 +372,32 @@ def publish(campaign_id: int):
     try:
         publishing.publish(_actor(), campaign_id, start_at)
         flash(_("Published."), "success")
+    except publishing.ResumeRefused as exc:
+        flash(str(RESUME_REFUSALS[exc.code]) % exc.params, "error")
     except service.CampaignError as exc:
+        flash(str(exc), "error")
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/resume")
+@require(Permission.CAMPAIGN_PUBLISH)
+def resume(campaign_id: int):
+    form = request.form
+    try:
+        publishing.resume(
+            _actor(),
+            campaign_id,
+            acknowledged=form.get("acknowledge") == "yes",
+            max_bounce_rate=form.get("max_bounce_rate", ""),
+            min_delivery_rate=form.get("min_delivery_rate", ""),
+            limits_reason=form.get("limits_reason", ""),
+        )
+        flash(_("Resumed: sending continues within seconds."), "success")
+    except publishing.ResumeRefused as exc:
+        db.session.rollback()
+        flash(str(RESUME_REFUSALS[exc.code]) % exc.params, "error")
+    except service.CampaignError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
 
@@ -319,11 +405,22 @@ def publish(campaign_id: int):
 @bp.post("/<int:campaign_id>/status")
 @require(Permission.CAMPAIGN_EXECUTE)
 def change_status(campaign_id: int):
+    action = request.form.get("action", "")
     try:
-        publishing.change_status(_actor(), campaign_id, request.form.get("action", ""))
+        publishing.change_status(_actor(), campaign_id, action)
     except service.CampaignError as exc:
         flash(str(exc), "error")
+    else:
+        flash(str(STATUS_CHANGED.get(action, _("Saved."))), "success")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+# What a person is told after pausing, resuming or cancelling a campaign.
+STATUS_CHANGED = {
+    "pause": _l("Campaign paused: nothing more is sent until it is resumed."),
+    "resume": _l("Campaign resumed: sending goes on where it stopped."),
+    "cancel": _l("Campaign cancelled."),
+}
 
 
 @bp.post("/steps/<int:step_id>/switch-version")

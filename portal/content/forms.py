@@ -1,5 +1,6 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
@@ -14,6 +15,18 @@ KIND_CHOICES = [
 class NewAssetForm(FlaskForm):
     kind = RadioField(_l("Kind"), choices=KIND_CHOICES, default="email", validators=[DataRequired()])
     name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
+    tags = StringField(_l("Tags (comma separated)"), validators=[Optional(), Length(max=300)])
+    # Choices are set by the view: templates and previous messages.
+    start_from = SelectField(_l("Start from"), choices=[], validate_choice=False)
+
+
+class TemplateForm(FlaskForm):
+    name = StringField(_l("Template name"), validators=[DataRequired(), Length(max=200)])
+
+
+class MediaUploadForm(FlaskForm):
+    image = FileField(_l("Image"), validators=[FileRequired()])
+    folder = StringField(_l("Folder"), validators=[Optional(), Length(max=100)])
     tags = StringField(_l("Tags (comma separated)"), validators=[Optional(), Length(max=300)])
 
 
@@ -34,10 +47,6 @@ class DraftForm(FlaskForm):
 
 class DecisionForm(FlaskForm):
     comment = TextAreaField(_l("Comment"), validators=[Optional(), Length(max=4000)])
-
-
-class CommentForm(FlaskForm):
-    body = TextAreaField(_l("Comment"), validators=[DataRequired(), Length(max=4000)])
 
 
 class WordForm(FlaskForm):

@@ -37,6 +37,7 @@ class Finding:
     start: int | None = None
     end: int | None = None
     detail: str = ""
+    block: str = ""  # the block editor's block at fault, when known
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +110,8 @@ def check_link(url: str, rules: LinkRules) -> Finding | None:
     if scheme not in ("http", "https"):
         return Finding("link_scheme", BLOCKING, "Only http and https links are allowed.", detail=url)
     host = parts.hostname or ""
+    if not host:
+        return Finding("link_no_address", BLOCKING, "The link has no address.", detail=url)
     try:
         ipaddress.ip_address(host)
         return Finding("link_ip", BLOCKING, "Links must use a domain name, not a raw IP address.", detail=url)
@@ -158,9 +161,15 @@ def links_in(kind: str, fields: dict[str, str]) -> list[str]:
 
 
 def check_version(
-    kind: str, fields: dict[str, str], words: list[tuple[str, str]], rules: LinkRules, sms_opt_out: str
+    kind: str,
+    fields: dict[str, str],
+    words: list[tuple[str, str]],
+    rules: LinkRules,
+    sms_opt_out: str,
+    rendered_subject: str | None = None,
 ) -> list[Finding]:
-    """All findings for a version's fields (subject, preheader, html_body, text_body, sms_text, wecom_text)."""
+    """All findings for a version's fields (subject, preheader, html_body, text_body, sms_text, wecom_text).
+    The subject's length is judged on `rendered_subject` (as a reader sees it) when given."""
     findings: list[Finding] = []
     searchable = ("subject", "preheader", "text_body", "sms_text", "wecom_text")
     for name in searchable:
@@ -174,7 +183,7 @@ def check_version(
         if finding:
             findings.append(finding)
     if kind == "email":
-        subject = fields.get("subject", "").strip()
+        subject = (fields.get("subject", "") if rendered_subject is None else rendered_subject).strip()
         if not subject:
             findings.append(Finding("subject_missing", BLOCKING, "An email needs a subject.", "subject"))
         elif len(subject) > SUBJECT_WARN_LENGTH:

@@ -22,6 +22,9 @@ class AssetKind(enum.StrEnum):
 class VersionStatus(enum.StrEnum):
     DRAFT = "draft"
     IN_REVIEW = "in_review"
+    # A reviewer requested changes: the version is frozen as reviewed, and the author's
+    # edits go into a new version, so the next review sees what changed.
+    RETURNED = "returned"
     APPROVED = "approved"
     # A newer version was approved; kept for history and for campaigns still using it.
     SUPERSEDED = "superseded"
@@ -69,6 +72,8 @@ class AssetVersion(db.Model):
     html_body: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
     text_written_by_hand: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The block editor's document (portal.content.blocks); None: the HTML is written by hand.
+    blocks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # sms
     sms_text: Mapped[str] = mapped_column(Text, default="")
     # wecom group robot: "text" or "markdown"
@@ -86,6 +91,9 @@ class AssetVersion(db.Model):
     author = relationship("User", foreign_keys=[author_id], lazy="joined")
     decided_by = relationship("User", foreign_keys=[decided_by_id], lazy="joined")
     comments: Mapped[list[ReviewComment]] = relationship(order_by="ReviewComment.id", lazy="selectin")
+    contributors: Mapped[list[VersionContributor]] = relationship(
+        order_by="VersionContributor.first_saved_at", lazy="selectin", cascade="all, delete-orphan"
+    )
 
     @property
     def editable(self) -> bool:
@@ -100,6 +108,19 @@ class AssetVersion(db.Model):
             "sms_text": self.sms_text,
             "wecom_text": self.wecom_text,
         }
+
+
+class VersionContributor(db.Model):
+    """Someone who wrote part of a version: who created it, saved a change to it, or wrote the
+    unapproved version it continues. None of them may approve it."""
+
+    __tablename__ = "content_version_contributors"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("content_versions.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    first_saved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user = relationship("User", lazy="joined")
 
 
 class ReviewComment(db.Model):
@@ -134,3 +155,40 @@ class LinkRule(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # deny | allow | shortener
     domain: Mapped[str] = mapped_column(String(200))
+
+
+class MediaImage(db.Model):
+    """An image in the media library. Its file (and thumbnail) are in storage under a name made
+    from the content's hash, so its public URL can be cached for ever."""
+
+    __tablename__ = "content_media"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(80), unique=True)  # <sha256>.<ext>
+    thumbnail_name: Mapped[str] = mapped_column(String(80))
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    folder: Mapped[str] = mapped_column(String(100), default="", index=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    content_type: Mapped[str] = mapped_column(String(40))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    uploaded_by = relationship("User", lazy="joined")
+
+
+class ContentTemplate(db.Model):
+    """A message to start from, saved by a person (the portal's own templates are in code)."""
+
+    __tablename__ = "content_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    created_by = relationship("User", lazy="joined")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, render_template, request, session, url_for
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from portal import notify
 from portal.access import Permission, public, require, signed_in
 from portal.auth.service import save_locale
 from portal.core import service
-from portal.htmx import page_or_fragment, redirect_after_post
+from portal.htmx import page_or_fragment, redirect_after_post, same_site_path
 from portal.queue import enqueue, redis_connection
 
 bp = Blueprint("core", __name__)
@@ -38,10 +37,7 @@ def set_locale():
     session["locale"] = locale
     if current_user.is_authenticated:
         save_locale(current_user, locale)
-    target = request.form.get("next") or url_for("core.dashboard")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("core.dashboard")  # never redirect off-site
-    return redirect_after_post(target)
+    return redirect_after_post(same_site_path(request.form.get("next"), url_for("core.dashboard")))
 
 
 @bp.get("/jobs/<int:job_run_id>")
@@ -80,16 +76,3 @@ def notifications():
 def mark_notifications_read():
     notify.mark_all_read(current_user.id)
     return redirect_after_post(url_for("core.notifications"))
-
-
-JOB_STATUS_LABELS = {
-    "queued": _l("Queued"),
-    "started": _l("Running"),
-    "finished": _l("Finished"),
-    "failed": _l("Failed"),
-}
-
-
-@bp.app_context_processor
-def job_labels():
-    return {"job_status_label": lambda status: JOB_STATUS_LABELS.get(status, status)}

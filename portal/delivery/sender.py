@@ -11,6 +11,11 @@ unrecorded; when the lease expires, `release_expired_leases` makes the rest of i
 `pending` again and another sender takes it. The ledger, not RQ, prevents a second send:
 a row is claimed by one sender at a time, and a sent row is never claimed again.
 
+Each recorded chunk also adds to the campaign's alert counts in the same transaction, and the
+alerts are judged on them there and then (portal/campaigns/monitoring.py): a limit crossed
+pauses the campaign before the next chunk goes out. A sender asked to stop (`should_stop`,
+a worker's restart) records the chunk in flight and gives the rest of its claim back at once.
+
 Per-message work is only what must differ: the template of a (step, version) is compiled
 once, the MIME skeleton and the link tracker are made once, and each recipient gets the
 rendering of their variables, their tracked links and their headers.
@@ -22,6 +27,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -46,6 +52,10 @@ log = logging.getLogger(__name__)
 # trip, a status check and index work, so fewer, larger chunks send faster; 200 is a tenth
 # of a second of one sender's work, which bounds the repeats of a crash.
 RECORD_EVERY = 200
+# Until the campaign has the settled messages the alerts need (alerts.min_attempts), chunks
+# are smaller, so that the first judgement comes soon after that number and a bad list pauses
+# after a few more messages in flight rather than after a whole chunk per sender.
+EARLY_RECORD_EVERY = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,29 @@ def release_expired_leases(now: datetime | None = None) -> int:
     return released
 
 
+def release_claims(campaign_id: int, owner: str) -> int:
+    """Give back at once what `owner` still holds of the campaign (a sender interrupted before
+    it could record and release its batch), without counting the attempt; returns how many."""
+    released = db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.lease_owner == owner,
+        )
+        .values(
+            status=DeliveryStatus.PENDING,
+            attempts=Delivery.attempts - 1,
+            lease_owner=None,
+            lease_expires_at=None,
+            due_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return released
+
+
 def retry_delays(config: Any) -> list[int]:
     """Seconds to wait after the 1st, 2nd, ... temporary failure (config DELIVERY_RETRY_DELAYS)."""
     return [int(part) for part in str(config["DELIVERY_RETRY_DELAYS"]).split(",") if part.strip()]
@@ -162,13 +195,17 @@ class BatchOutcome:
     paused: str = ""
     # Set when the channel could not be reached: the rest of the batch waits for a retry.
     unavailable: str = ""
+    # Set when the sender was asked to stop: the rest of the batch was given back.
+    stopped: bool = False
 
 
 class Sender:
     """Sends claimed deliveries; one per sender job. Channels are opened on first use and
     reused for every message until `close`."""
 
-    def __init__(self, app: Any, owner: str | None = None) -> None:
+    def __init__(self, app: Any, owner: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+        from portal.campaigns.monitoring import AlertLimits
+
         self.app = app
         self.config = app.config
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{time.monotonic_ns()}"
@@ -181,6 +218,10 @@ class Sender:
         from_name, from_address = parseaddr(self.config["MAIL_FROM"])
         self._from_name = from_name
         self._domain = from_address.rsplit("@", 1)[-1]
+        self._should_stop = should_stop or (lambda: False)
+        self._alert_limits = AlertLimits.from_settings()
+        # Small chunks until the campaign's counts say the alerts have enough to judge.
+        self._chunk = EARLY_RECORD_EVERY if self._alert_limits else RECORD_EVERY
 
     # -- channels -----------------------------------------------------------------------------
     def _channel(self, name: str) -> Any:
@@ -251,13 +292,17 @@ class Sender:
         self.timings.database += time.perf_counter() - started
         results: list[tuple[Claimed, SendResult | str]] = []
         for number, delivery in enumerate(batch):
-            if number and number % RECORD_EVERY == 0:
+            if len(results) >= self._chunk:
                 status = self._record(results, outcome)
                 results = []
                 if status != CampaignStatus.RUNNING:
                     # Paused: the rest waits for the resume. Cancelled: the rest never goes.
                     cancelled = status == CampaignStatus.CANCELLED
                     self._release(batch[number:], due_in=0, cancelled=cancelled)
+                    return outcome
+                if self._should_stop():
+                    self._release(batch[number:], due_in=0)
+                    outcome.stopped = True
                     return outcome
             contact = contacts.get(delivery.contact_id)
             reason = self._skip_reason(delivery, contact)
@@ -423,6 +468,7 @@ class Sender:
         sent_ids: list[int] = []
         changes: list[dict[str, Any]] = []
         bounced: list[Claimed] = []
+        failed_before = outcome.failed
         pause_reason = ""
         for delivery, result in results:
             cleared = {"id": delivery.id, "lease_owner": None, "lease_expires_at": None}
@@ -477,16 +523,37 @@ class Sender:
                 by_keys[tuple(sorted(change))].append(change)
             for rows in by_keys.values():
                 db.session.execute(update(Delivery), rows)
+        failed = outcome.failed - failed_before
         if bounced:
             _suppress_bounced(bounced, results, now)
+        campaign_id = results[0][0].campaign_id
         if pause_reason:
             from portal.campaigns.monitoring import pause_for
 
-            pause_for(results[0][0].campaign_id, "refused", reply=pause_reason[:500])
+            pause_for(campaign_id, "refused", reply=pause_reason[:500])
             outcome.paused = pause_reason
-        status = db.session.scalar(select(Campaign.status).where(Campaign.id == results[0][0].campaign_id))
+        settled = (len(sent_ids), len(bounced), failed)
+        if any(settled):
+            status = self._count_and_judge(campaign_id, *settled)
+        else:
+            status = db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
         db.session.commit()
         self.timings.database += time.perf_counter() - started
+        return status
+
+    def _count_and_judge(self, campaign_id: int, sent: int, bounced: int, failed: int) -> str:
+        """Add the chunk to the campaign's counts and judge the alerts on them, in the chunk's
+        transaction; returns the campaign's status (paused when a limit was crossed)."""
+        from portal.campaigns.monitoring import check_alerts, count_results
+
+        limits = self._alert_limits
+        counts, status = count_results(campaign_id, sent, bounced, failed, limits.window if limits else 1000)
+        if limits is None:
+            return status
+        if counts.since_resume >= limits.min_attempts:
+            self._chunk = RECORD_EVERY
+        if status == CampaignStatus.RUNNING and check_alerts(campaign_id, counts, limits):
+            return CampaignStatus.PAUSED
         return status
 
     def _retry_delay(self, attempts: int) -> int | None:

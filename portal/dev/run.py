@@ -1,7 +1,8 @@
 """`make run`: migrate, load demo data, then run the whole portal on one machine.
 
 Starts, with interleaved logs, until Ctrl-C stops them all:
-  web (gunicorn), worker (RQ, with its scheduler), schedule (periodic jobs),
+  web (gunicorn), worker (RQ, with its scheduler), tick (the campaign tick's own worker),
+  schedule (periodic jobs),
   redis (only when REDIS_URL is unset or unreachable), oidc (development identity provider),
   smtp (development mail sink feeding the Outbox page).
 """
@@ -193,6 +194,8 @@ def main() -> None:
         cwd=str(ROOT),
     )
     manager.add_process("worker", shlex.join([python, "-m", "jobs.worker"]), env=env, cwd=str(ROOT))
+    # The campaign tick's own worker, so that it never waits behind a sender.
+    manager.add_process("tick", shlex.join([python, "-m", "jobs.worker", "campaign-tick"]), env=env, cwd=str(ROOT))
     manager.add_process("schedule", shlex.join([python, "-m", "jobs.schedule"]), env=env, cwd=str(ROOT))
 
     threading.Thread(target=announce_when_ready, args=(port, redis_note), daemon=True).start()

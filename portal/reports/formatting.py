@@ -83,6 +83,7 @@ DIMENSION_LABELS = {
     "step": _l("Step"),
     "channel": _l("Channel"),
     "province": _l("Province"),
+    "region": _l("Region"),
     "industry": _l("Industry"),
     "lifecycle": _l("Lifecycle stage"),
     "tag": _l("Tag"),
@@ -92,6 +93,7 @@ DIMENSION_TITLES = {
     "step": _l("By step"),
     "channel": _l("By channel"),
     "province": _l("By province"),
+    "region": _l("By region"),
     "industry": _l("By industry"),
     "lifecycle": _l("By lifecycle stage"),
     "tag": _l("By tag"),
@@ -150,7 +152,13 @@ def cell(metrics: Metrics, column: Column) -> Any:
 
 
 def group_label(dimension: str, metrics: Metrics) -> str:
-    return metrics.label or str(NOT_SET)
+    from portal.labels import label
+
+    if not metrics.label:
+        return str(NOT_SET)
+    # Channels and lifecycle stages are stored as codes: show their labels.
+    kind = {"channel": "channel", "lifecycle": "stage"}.get(dimension)
+    return label(kind, metrics.label) if kind else metrics.label
 
 
 def goal_kind(metric: str) -> str:

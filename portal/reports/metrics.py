@@ -2,7 +2,7 @@
 
 The ledger (`deliveries`, one row per step and contact) and the tracking events
 (`contact_events` carrying a `delivery_id`) are read in one statement that yields every
-grouping at once (totals, campaign, step, channel, province, industry, lifecycle stage, tag).
+grouping at once (totals, campaign, step, channel, province, region, industry, lifecycle stage, tag).
 The filtered ledger, joined to each message's open/click/unsubscribe flags (tracking events
 grouped by delivery), is summed in a single pass per campaign-and-contact pair, per step and
 per channel (GROUPING SETS on PostgreSQL; one GROUP BY each, UNION ALL, on SQLite); the pair
@@ -24,14 +24,12 @@ Definitions (also printed in the PDF appendix, see DEFINITIONS):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy import (
     Float,
     Integer,
@@ -54,11 +52,13 @@ from portal.audit import AuditEvent
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.delivery.models import SETTLED_STATUSES, Delivery, DeliveryStatus
 from portal.extensions import db
-from portal.reports.models import CampaignCost
+from portal.recent import Recent
+from portal.reports import rollups
+from portal.reports.models import CampaignCost, ReportRollup, ReportSeriesCount
 
-DIMENSIONS = ("campaign", "step", "channel", "province", "industry", "lifecycle", "tag")
 # The dimensions a person groups the dashboard's table by (campaign and step have their own tables).
-CONTACT_DIMENSIONS = ("province", "industry", "lifecycle", "tag")
+CONTACT_DIMENSIONS = (*rollups.CONTACT_FIELDS, "tag")
+DIMENSIONS = ("campaign", "step", "channel", *CONTACT_DIMENSIONS)
 CONVERSION_KINDS = ("purchase", "form_submit", "download", "webinar_attended", "sales_consultation", "mql")
 
 
@@ -292,7 +292,7 @@ def _grouping_sets(query, keys: dict[str, ColumnElement], sets: dict[str, tuple[
     return union_all(*parts)
 
 
-def _message_sums(filters: Filters, dimensions: tuple[str, ...]):
+def _message_sums(filters: Filters, dimensions: tuple[str, ...], only_contacts=None):
     """The filtered ledger joined to each message's tracking flags, summed in one pass per
     campaign-and-contact pair ("pair"), and per "step" and "channel" when those are asked for."""
     d = Delivery.__table__
@@ -315,7 +315,7 @@ def _message_sums(filters: Filters, dimensions: tuple[str, ...]):
         func.min(d.c.sent_at).filter(delivered).label("first_sent_at"),
         func.max(d.c.sent_at).filter(delivered).label("last_sent_at"),
     ).select_from(d)
-    query = _ledger_where(query, d, filters)
+    query = _ledger_where(query, d, filters, only_contacts)
     keys = {name: d.c[name] for name in ("campaign_id", "contact_id", "step_id", "channel")}
     sets = {"pair": ("campaign_id", "contact_id")}
     if "step" in dimensions:
@@ -360,13 +360,19 @@ def _branch(dimension: str, key: ColumnElement, source, group: bool = True, **su
     return query.group_by(key) if group else query
 
 
-def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS):
+def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS, converting_only: bool = False):
     """One statement: a "total" row, then a row per key of each requested dimension.
 
     The ledger is read once for the message sums (see _message_sums) and once more, delivered
     messages only, for the conversions that followed each message; everything else groups the
-    per campaign-and-contact roll-up ("rc", a few hundred thousand rows at most per million messages)."""
-    messages = _message_sums(filters, dimensions)
+    per campaign-and-contact roll-up ("rc", a few hundred thousand rows at most per million messages).
+
+    `converting_only` reads only the messages of contacts with an event of the conversion kind:
+    the conversions and attributed revenue are then exact and everything else is partial (what
+    the rollups do not hold, computed from a small part of the ledger)."""
+    e = ContactEvent.__table__
+    only = select(e.c.contact_id).where(e.c.kind == filters.conversion_kind) if converting_only else None
+    messages = _message_sums(filters, dimensions, only)
     conv = _conversion_events(filters).subquery("conv")
 
     # Per campaign and contact: sums over its messages, first and last delivery.
@@ -420,12 +426,7 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
 
     # The total, the campaigns and the contact fields: one grouping of rc (joined to contacts if needed).
     contacts = Contact.__table__
-    keys = {
-        "campaign": rc.c.campaign_id,
-        "province": contacts.c.province,
-        "industry": contacts.c.industry,
-        "lifecycle": contacts.c.lifecycle_stage,
-    }
+    keys = {"campaign": rc.c.campaign_id, **rollups.CONTACT_FIELDS}
     keys = {name: column for name, column in keys.items() if name in dimensions}
     source = rc.join(contacts, contacts.c.id == rc.c.contact_id) if set(keys) - {"campaign"} else rc
     sets: dict[str, tuple[str, ...]] = {"total": (), **{name: (name,) for name in keys}}
@@ -474,6 +475,7 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
             .where(d.c.status == DeliveryStatus.SENT.value),
             d,
             filters,
+            only,
         ).cte("row_conv")
         for dimension in ("step", "channel"):
             if dimension not in dimensions:
@@ -494,6 +496,7 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
                         select(d.c.channel, func.count(func.distinct(d.c.contact_id)).label("reached")),
                         d,
                         filters,
+                        only,
                     )
                     .where(d.c.status == DeliveryStatus.SENT.value)
                     .group_by(d.c.channel)
@@ -519,8 +522,11 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
     return union_all(*branches)
 
 
-def _ledger_where(query, d, filters: Filters):
-    """The filters' conditions on the deliveries table `d`."""
+def _ledger_where(query, d, filters: Filters, only_contacts=None):
+    """The filters' conditions on the deliveries table `d` (and only the messages of
+    `only_contacts`, a selection of contact ids, when given)."""
+    if only_contacts is not None:
+        query = query.where(d.c.contact_id.in_(only_contacts))
     if filters.campaign_ids:
         query = query.where(d.c.campaign_id.in_(filters.campaign_ids))
     if filters.channel:
@@ -571,6 +577,8 @@ class Figures:
     series: Series
     goals: list[Goal]
     alerts: list[Alert]
+    # The figures include every change recorded before this moment.
+    as_of: datetime | None = None
 
     @property
     def funnel(self) -> list[tuple[str, int]]:
@@ -594,12 +602,14 @@ def _report_settings() -> None:
         db.session.execute(text("SET LOCAL jit = off"))
 
 
-def grouped(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> tuple[Metrics, dict[str, list[Metrics]]]:
-    """The total and, per dimension, one Metrics per key (labels filled in), largest audience first."""
+def _exact(
+    filters: Filters, dimensions: tuple[str, ...], converting_only: bool = False
+) -> tuple[Metrics, dict[str, dict[str, Metrics]]]:
+    """The total and each dimension's Metrics by key, computed from the ledger."""
     _report_settings()
     found: dict[str, dict[str, Metrics]] = {d: {} for d in dimensions}
     total = Metrics(key="", label="")
-    for row in db.session.execute(grouped_statement(filters, dimensions)).mappings():
+    for row in db.session.execute(grouped_statement(filters, dimensions, converting_only)).mappings():
         dimension = row["dimension"]
         if dimension.endswith("_conversions"):
             target = found[dimension.removesuffix("_conversions")].setdefault(row["key"], Metrics(key=row["key"]))
@@ -613,11 +623,109 @@ def grouped(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> tuple
             setattr(metrics, name, row[name])
         if dimension not in ("step", "channel"):
             metrics.attributed_revenue = float(row["revenue"])
+    return total, found
+
+
+def rollups_answer(filters: Filters) -> bool:
+    """Whether the rollups hold these figures exactly. A campaign's reach counts each contact
+    once over all its messages, which no sum of days, steps or channels can give; so a date
+    range, a step, a channel or several (but not all) campaigns are computed from the ledger."""
+    return (
+        filters.date_from is None
+        and filters.date_to is None
+        and not filters.channel
+        and filters.step_id is None
+        and filters.timezone == rollups.REPORT_TIMEZONE
+        and len(filters.campaign_ids) <= 1
+    )
+
+
+def _rolled_up(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, dict[str, dict[str, Metrics]]]:
+    """The figures from the rollups; conversions, which depend on the chosen event and window,
+    from the ledger of the contacts who had such an event only."""
+    r = ReportRollup.__table__
+    keys = (r.c.campaign_id, r.c.step_id, r.c.channel, r.c.dimension, r.c.key)
+    contact_dimensions = [d for d in dimensions if d in CONTACT_DIMENSIONS]
+    query = (
+        select(*keys, *(func.sum(r.c[name]).label(name) for name in rollups.COUNTERS))
+        .where(r.c.dimension.in_(["", *contact_dimensions]))
+        .group_by(*keys)
+    )
+    if filters.campaign_ids:
+        query = query.where(r.c.campaign_id.in_(filters.campaign_ids))
+    # A channel's contacts are counted once within the campaign chosen, or across all of them.
+    channel_reach = "channel_reached" if filters.campaign_ids else "all_channel_reached"
+    total = Metrics(key="", label="")
+    found: dict[str, dict[str, Metrics]] = {d: {} for d in dimensions}
+
+    def add(target: Metrics, row: Any, reached: int) -> None:
+        for name in MESSAGE_SUMS:
+            setattr(target, name, getattr(target, name) + row[name])
+        target.reached += reached
+
+    for row in db.session.execute(query).mappings():
+        if row["dimension"]:
+            add(found[row["dimension"]].setdefault(row["key"], Metrics(key=row["key"])), row, row["reached"])
+            continue
+        add(total, row, row["reached"])
+        # A step has one message per contact: the contacts it reached are its delivered messages.
+        for dimension, key, reached in (
+            ("campaign", row["campaign_id"], row["reached"]),
+            ("step", row["step_id"], row["delivered"]),
+            ("channel", row["channel"], row[channel_reach]),
+        ):
+            if dimension in found:
+                add(found[dimension].setdefault(str(key), Metrics(key=str(key))), row, reached)
+    if "tag" in found:
+        found["tag"] = _tag_names(found["tag"])
+    converted_total, converted = _exact(filters, dimensions, converting_only=True)
+    pairs = [(total, converted_total)]
+    pairs += [(metrics, converted[d].get(key)) for d in dimensions for key, metrics in found[d].items()]
+    for target, source in pairs:
+        if source is not None:
+            target.conversions, target.attributed_revenue = source.conversions, source.attributed_revenue
+    return total, found
+
+
+def _tag_names(by_id: dict[str, Metrics]) -> dict[str, Metrics]:
+    """Rollups keep tags by id (a renamed tag keeps its figures); the figures show the name."""
+    ids = [int(key) for key in by_id if key]
+    names = {str(i): name for i, name in db.session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(ids)))}
+    by_name: dict[str, Metrics] = {}
+    for key, metrics in by_id.items():
+        metrics.key = names.get(key, "") if key else ""
+        by_name[metrics.key] = metrics
+    return by_name
+
+
+def _uncosted(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, dict[str, dict[str, Metrics]]]:
+    total, found = _rolled_up(filters, dimensions) if rollups_answer(filters) else _exact(filters, dimensions)
     _label(found)
+    return total, found
+
+
+def _finished(
+    total: Metrics, found: dict[str, dict[str, Metrics]], filters: Filters
+) -> tuple[Metrics, dict[str, list[Metrics]]]:
+    """Costs added (they are entered by hand, so always read as they are now); largest first."""
     if "campaign" in found:
         _add_costs(total, found["campaign"], filters)
-    groups = {d: sorted(found[d].values(), key=lambda m: (-m.audience, m.label)) for d in dimensions}
-    return total, groups
+    return total, {d: sorted(rows.values(), key=lambda m: (-m.audience, m.label)) for d, rows in found.items()}
+
+
+def grouped(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> tuple[Metrics, dict[str, list[Metrics]]]:
+    """The total and, per dimension asked for, one Metrics per key (labels filled in), largest
+    audience first: from the rollups when they hold the figures (see rollups_answer)."""
+    if rollups_answer(filters):
+        rollups.fresh_state()
+    return _finished(*_uncosted(filters, dimensions), filters)
+
+
+def recomputed(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> tuple[Metrics, dict[str, list[Metrics]]]:
+    """The same figures computed from the whole ledger, whatever the rollups hold."""
+    total, found = _exact(filters, dimensions)
+    _label(found)
+    return _finished(total, found, filters)
 
 
 def _label(found: dict[str, dict[str, Metrics]]) -> None:
@@ -638,7 +746,7 @@ def _label(found: dict[str, dict[str, Metrics]]) -> None:
         for key, metrics in found["step"].items():
             step = steps.get(int(key))
             metrics.label = f"#{key}" if step is None else f"#{step.id} · {step.channel or '-'}"
-    for dimension in ("channel", "province", "industry", "lifecycle", "tag"):
+    for dimension in ("channel", *CONTACT_DIMENSIONS):
         for key, metrics in found.get(dimension, {}).items():
             metrics.label = key
 
@@ -670,11 +778,24 @@ def _add_costs(total: Metrics, campaigns: dict[str, Metrics], filters: Filters) 
         total.entered_revenue = sum(c[1] for c in costs.values())
 
 
-def series(filters: Filters) -> Series:
-    _report_settings()
+def series(filters: Filters, recompute: bool = False) -> Series:
+    """Delivered messages, first opens and first clicks per time bucket: from the rollups when
+    they hold them, else (or when asked to `recompute`) from the ledger."""
     counts: dict[str, dict[str, int]] = {"sent": {}, "opens": {}, "clicks": {}}
-    for row in db.session.execute(series_statement(filters)):
-        counts[row.series][row.bucket] = row.n
+    if rollups_answer(filters) and not recompute:
+        table = ReportSeriesCount.__table__
+        query = select(table.c.series, table.c.hour, func.sum(table.c.count)).group_by(table.c.series, table.c.hour)
+        if filters.campaign_ids:
+            query = query.where(table.c.campaign_id.in_(filters.campaign_ids))
+        zone = ZoneInfo(filters.timezone)
+        layout = "%Y-%m-%d %H:00" if filters.bucket == "hour" else "%Y-%m-%d"
+        for name, hour, n in db.session.execute(query):
+            bucket = hour.astimezone(zone).strftime(layout)
+            counts[name][bucket] = counts[name].get(bucket, 0) + n
+    else:
+        _report_settings()
+        for row in db.session.execute(series_statement(filters)):
+            counts[row.series][row.bucket] = row.n
     buckets = sorted(set().union(*counts.values()))
     return Series(
         buckets=buckets,
@@ -693,7 +814,8 @@ def goals(filters: Filters, campaigns: dict[str, Metrics]) -> list[Goal]:
     Rate targets are percentages (15 = 15 %); actuals are given in the same unit."""
     ids = [int(k) for k in campaigns] or list(filters.campaign_ids)
     result = []
-    for campaign in db.session.scalars(select(Campaign).where(Campaign.id.in_(ids)).order_by(Campaign.name)):
+    columns = (Campaign.id, Campaign.name, Campaign.goal_metric, Campaign.goal_target, Campaign.goal_days)
+    for campaign in db.session.execute(select(*columns).where(Campaign.id.in_(ids)).order_by(Campaign.name)):
         if not campaign.goal_target:
             continue
         window = replace(filters, campaign_ids=(campaign.id,), conversion_days=campaign.goal_days or 30)
@@ -703,7 +825,15 @@ def goals(filters: Filters, campaigns: dict[str, Metrics]) -> list[Goal]:
         same = window == replace(filters, campaign_ids=window.campaign_ids)
         metrics = campaigns.get(str(campaign.id)) if same else None
         if metrics is None:
-            metrics, by_campaign = grouped(window, ("campaign",))
+            # Kept like the main figures: the dashboard asks for the same goals on every view.
+            rollups_as_of, generation = rollups.fresh_state()
+            _at, (metrics, by_campaign) = _computed.get(
+                (window, "goal"),
+                lambda w=window: grouped(w, ("campaign",)),
+                rollups.max_age(),
+                generation,
+                rollups_as_of,
+            )
             metrics = by_campaign["campaign"][0] if by_campaign["campaign"] else metrics
         actual: float | None
         if campaign.goal_metric in RATE_GOALS:
@@ -741,34 +871,62 @@ def alerts(filters: Filters) -> list[Alert]:
     return result
 
 
-def _on_another_connection(function: Callable[..., Any], *args: Any) -> Future:
-    """Run `function(*args)` in a thread with an app context (so a session and a connection)
-    of its own; the caller collects it with `.result()`. For independent read-only queries
-    that PostgreSQL can run side by side."""
-    app = current_app._get_current_object()
-
-    def run() -> Any:
-        with app.app_context():
-            return function(*args)
-
-    executor = ThreadPoolExecutor(max_workers=1)
-    try:
-        return executor.submit(run)
-    finally:
-        executor.shutdown(wait=False)
+# Figures already computed, per filters, part (total, series, each dimension) and rollup
+# generation: twenty managers on one dashboard cost one computation per refresh. Entries live
+# no longer than the rollups' age limit, so the conversions they hold are never older either.
+_computed = Recent()
 
 
-def compute(filters: Filters) -> Figures:
-    """All figures for `filters`: totals, groups, time series, goals and alerts. On PostgreSQL
-    the time series is read on a second connection while the grouped figures are computed:
-    the two statements share nothing, and the report's wall time is the longer of the two."""
-    pending = _on_another_connection(series, filters) if _dialect() == "postgresql" else None
-    total, groups = grouped(filters)
+def kept(filters: Filters, dimensions: tuple[str, ...]) -> tuple[datetime, Metrics, dict[str, list[Metrics]]]:
+    """(as of, total, groups) like grouped(), each part kept for the others who ask within the
+    age limit (see _computed), so changing the grouping computes only the new one."""
+    as_of, generation = rollups.fresh_state()
+    max_age = rollups.max_age()
+    source_as_of = as_of if rollups_answer(filters) else None
+
+    # Parts nobody has yet (a first view) are computed together, once: one statement, not one
+    # per part, and not one per reader arriving meanwhile.
+    names = ("total", *dimensions)
+    if not all(_computed.has((filters, name), max_age) for name in names):
+        with _computed.lock((filters, "first view")):
+            missing = [name for name in names if not _computed.has((filters, name), max_age)]
+            if missing:
+                total, found = _uncosted(filters, tuple(name for name in missing if name != "total"))
+                for name in missing:
+                    value = total if name == "total" else found[name]
+                    _computed.put((filters, name), value, generation, source_as_of)
+
+    def part(name: str) -> tuple[datetime, Any]:
+        def one() -> Any:
+            total, found = _uncosted(filters, () if name == "total" else (name,))
+            return total if name == "total" else found[name]
+
+        return _computed.get((filters, name), one, max_age, generation, source_as_of)
+
+    parts = {name: part(name) for name in ("total", *dimensions)}
+    # Copies: costs are added to them, and the kept figures serve other requests.
+    found = {name: copy.deepcopy(parts[name][1]) for name in dimensions}
+    return min(at for at, _value in parts.values()), *_finished(copy.deepcopy(parts["total"][1]), found, filters)
+
+
+def compute(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> Figures:
+    """The figures for `filters`: totals, the groups of `dimensions` only, time series, goals
+    and alerts, one statement at a time on the request's own connection."""
+    as_of, total, groups = kept(filters, dimensions)
+    rollups_as_of, generation = rollups.fresh_state()
+    series_as_of, series_ = _computed.get(
+        (filters, "series"),
+        lambda: series(filters),
+        rollups.max_age(),
+        generation,
+        rollups_as_of if rollups_answer(filters) else None,
+    )
     return Figures(
         filters=filters,
         total=total,
         groups=groups,
-        series=pending.result() if pending is not None else series(filters),
-        goals=goals(filters, {m.key: m for m in groups["campaign"]}),
+        series=copy.deepcopy(series_),
+        goals=goals(filters, {m.key: m for m in groups.get("campaign", [])}),
         alerts=alerts(filters),
+        as_of=min(as_of, series_as_of),
     )

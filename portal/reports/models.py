@@ -10,7 +10,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -93,3 +105,86 @@ class Report(db.Model):
     period: Mapped[str | None] = mapped_column(String(7))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- rollups: the dashboard's counters, kept up to date from the ledger (see rollups.py) ---
+
+
+class ReportRollup(db.Model):
+    """Message counters of one campaign step, one local day of sending (the message's send
+    time, or when it was due if never sent) and one key of one contact dimension ("" for
+    the step's own totals). Each message adds at most 1 to each counter, so the counters of
+    any set of cells add up; `reached`, `channel_reached` and `all_channel_reached` count a
+    contact once, on the first delivered message of its campaign, of its campaign and
+    channel, and of its channel across campaigns."""
+
+    __tablename__ = "report_rollups"
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), default="")
+    # Ledger rows, excluded ones too: a cell with none left is deleted.
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    audience: Mapped[int] = mapped_column(Integer, default=0)
+    attempted: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    unsubscribes: Mapped[int] = mapped_column(Integer, default=0)
+    reached: Mapped[int] = mapped_column(Integer, default=0)
+    channel_reached: Mapped[int] = mapped_column(Integer, default=0)
+    all_channel_reached: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReportSeriesCount(db.Model):
+    """Delivered messages, first opens and first clicks of one campaign step per UTC hour
+    they happened (`series` is "sent", "opens" or "clicks"), kept apart by the local day the
+    message was sent so that a date range selects messages as the counters do."""
+
+    __tablename__ = "report_series_counts"
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    series: Mapped[str] = mapped_column(String(8), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), default="")
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReportCountedContact(db.Model):
+    """What one contact's messages add to the rollups as they were last counted, so that a
+    refresh takes exactly that away before adding what they add now (see rollups.py)."""
+
+    __tablename__ = "report_counted_contacts"
+
+    contact_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ReportDirtyContact(db.Model):
+    """A contact whose messages or grouping fields changed since the rollups were refreshed.
+    Written by database triggers on deliveries, contacts and contact_tags (migration 0016),
+    so no writer has to remember it; taken (and deleted) by the refresh."""
+
+    __tablename__ = "report_dirty_contacts"
+    __table_args__ = (Index("ix_report_dirty_contacts_contact_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class ReportRollupState(db.Model):
+    """One row: when the rollups were last brought up to date, and a token that changes with
+    every refresh (figures cached from older rollups are not reused)."""
+
+    __tablename__ = "report_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    generation: Mapped[str] = mapped_column(String(32))

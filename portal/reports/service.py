@@ -71,19 +71,21 @@ class Dashboard:
     figures: metrics.Figures
     svgs: dict[str, str]
     grouping: str
-    campaigns: list[Campaign]
+    campaigns: list[Any]
 
 
-def campaign_choices() -> list[Campaign]:
-    return list(db.session.scalars(select(Campaign).order_by(Campaign.name)))
+def campaign_choices() -> list[Any]:
+    """(id, name) of every campaign, by name, for the filters."""
+    return list(db.session.execute(select(Campaign.id, Campaign.name).order_by(Campaign.name)))
 
 
 def dashboard(actor: Any, params: dict[str, Any]) -> Dashboard:
     """The dashboard's figures for the filters in `params` (campaign_ids, dates, grouping...)."""
     _need(actor, Permission.REPORTS_VIEW)
     filters = metrics.Filters.from_params(params)
-    figures = metrics.compute(filters)
     grouping = params.get("grouping") if params.get("grouping") in metrics.CONTACT_DIMENSIONS else "province"
+    # Only what the page shows: the campaign and channel tables and the chosen grouping.
+    figures = metrics.compute(filters, ("campaign", "channel", str(grouping)))
     svgs = {key: charts.to_svg(chart, f"chart-{key}") for key, chart in charts.report_charts(figures).items()}
     return Dashboard(figures, svgs, str(grouping), campaign_choices())
 
@@ -94,7 +96,7 @@ def tracking(actor: Any, params: dict[str, Any], sort: str = "name", descending:
     Rows without a value for the sort column (no cost entered...) come last either way."""
     _need(actor, Permission.REPORTS_VIEW)
     filters = metrics.Filters.from_params(params)
-    _total, groups = metrics.grouped(filters, ("campaign",))
+    _as_of, _total, groups = metrics.kept(filters, ("campaign",))
     rows = groups["campaign"]
     sort = sort if sort in TRACKING_SORTS else "name"
     attribute = "label" if sort == "name" else sort
@@ -483,14 +485,17 @@ def write_backup(path: Path, progress: Callable[[int, str], None]) -> None:
         ),
     ]
 
+    from portal.audience.importing import neutralise
+
     def text(value: Any) -> Any:
+        """Every text cell neutralised like the other exports: the CSVs open in spreadsheets."""
         if isinstance(value, (dict, list)):
             import json
 
-            return json.dumps(value, ensure_ascii=False)
+            return neutralise(json.dumps(value, ensure_ascii=False))
         if isinstance(value, datetime):
             return value.isoformat()
-        return value
+        return neutralise(value) if isinstance(value, str) else value
 
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for number, (name, columns) in enumerate(tables):
@@ -510,4 +515,4 @@ def write_backup(path: Path, progress: Callable[[int, str], None]) -> None:
             writer = csv.writer(handle)
             writer.writerow(["campaign_id", "campaign", *names])
             for row in groups["campaign"]:
-                writer.writerow([row.key, row.label, *(getattr(row, n) for n in names)])
+                writer.writerow([row.key, text(row.label), *(getattr(row, n) for n in names)])

@@ -65,6 +65,7 @@ def index():
         view=view,
         fm=formatting,
         conversion_kinds=metrics.CONVERSION_KINDS,
+        contact_dimensions=metrics.CONTACT_DIMENSIONS,
     )
 
 
@@ -82,7 +83,6 @@ def tracking():
         sort=sort,
         descending=descending,
         fm=formatting,
-        campaigns=service.campaign_choices(),
     )
 
 

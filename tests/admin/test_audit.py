@@ -23,12 +23,14 @@ def test_audit_csv_exports_filtered_rows_with_formulas_neutralised(app, client, 
     login_as("administrator")
     add_events(app)
     response = client.get("/admin/audit.csv?target=user:7")
-    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert rows[0] == ["time_utc", "actor", "action", "target", "details"]
-    assert len(rows) == 2 and rows[1][2] == "user.deactivated"
+    body = response.get_data(as_text=True)
+    assert body.startswith("\ufeff"), "Excel needs the BOM to read UTF-8"
+    rows = list(csv.reader(io.StringIO(body.removeprefix("\ufeff"))))
+    assert rows[0] == ["时间", "操作人", "操作", "对象", "详情"]
+    assert len(rows) == 2 and rows[1][2] == "已停用用户" and rows[1][3] == "用户 #7"
     assert not any(cell.startswith("=") for cell in rows[1])
     # The export itself is on record.
-    assert "audit.exported" in client.get("/admin/audit").get_data(as_text=True)
+    assert "已导出审计日志" in client.get("/admin/audit").get_data(as_text=True)
 
 
 def test_audit_log_is_for_administrators_only(client, login_as):
@@ -72,8 +74,8 @@ def test_audit_date_filter_uses_the_days_people_see(app, client, login_as):
         db.session.commit()
     second = client.get("/admin/audit?from=2026-01-02&to=2026-01-02").get_data(as_text=True)
     first = client.get("/admin/audit?from=2026-01-01&to=2026-01-01").get_data(as_text=True)
-    assert "user:late-evening" in second
-    assert "user:late-evening" not in first
+    assert "用户 #late-evening" in second
+    assert "用户 #late-evening" not in first
 
 
 def test_audit_log_pages_through_many_events(app, client, login_as):
@@ -84,20 +86,32 @@ def test_audit_log_pages_through_many_events(app, client, login_as):
         db.session.commit()
     first = client.get("/admin/audit?action=user.deactivated").get_data(as_text=True)
     second = client.get("/admin/audit?action=user.deactivated&page=2").get_data(as_text=True)
-    shown_first = {f"user:{n:03d}" for n in range(60) if f"user:{n:03d}<" in first}
-    shown_second = {f"user:{n:03d}" for n in range(60) if f"user:{n:03d}<" in second}
+    shown_first = {n for n in range(60) if f"用户 #{n:03d}<" in first}
+    shown_second = {n for n in range(60) if f"用户 #{n:03d}<" in second}
     assert len(shown_first) == 50 and len(shown_second) == 10
     assert not shown_first & shown_second
 
 
-def test_audit_csv_details_are_json(app, client, login_as):
-    import json
+def test_audit_csv_details_are_sentences_with_local_times(app, client, login_as):
+    from datetime import UTC, datetime
 
     login_as("administrator")
-    add_events(app)
+    with app.app_context():
+        event = audit.record(None, "sign_in.failure", "mallory@example.com", {"reason": "no_access"})
+        event.created_at = datetime(2026, 1, 1, 20, 0, tzinfo=UTC)
+        db.session.commit()
     response = client.get("/admin/audit.csv?action=sign_in.failure")
-    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert json.loads(rows[1][4]) == {"reason": "no_access"}
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff"))))
+    assert rows[1][4] == "登录被拒绝：该人员所在的组都没有对应的角色。"
+    assert rows[1][0] == "2026-01-02 04:00:00+08:00"  # Shanghai time, with its offset
+
+
+def test_the_audit_csv_link_carries_the_filters_shown(app, client, login_as):
+    login_as("administrator")
+    add_events(app)
+    fragment = client.get("/admin/audit?action=sign_in.failure&who=x", headers={"HX-Request": "true"})
+    html = fragment.get_data(as_text=True)
+    assert 'id="audit-csv"' in html and "action=sign_in.failure" in html and "who=x" in html
 
 
 def test_audit_date_range_labels_are_dates_not_mail_fields_in_chinese(client, login_as):

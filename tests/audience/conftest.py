@@ -37,3 +37,19 @@ def import_file(app, manager):
             return job
 
     return run
+
+
+@pytest.fixture
+def sign_in(client):
+    """Sign the test client in as an existing user (the one who uploaded an import)."""
+    from datetime import UTC, datetime
+
+    from portal.access import SIGNED_IN_AT_KEY
+
+    def sign(user_id: int) -> None:
+        with client.session_transaction() as session:
+            session["_user_id"] = str(user_id)
+            session["_fresh"] = True
+            session[SIGNED_IN_AT_KEY] = datetime.now(UTC).isoformat()
+
+    return sign

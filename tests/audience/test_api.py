@@ -97,3 +97,57 @@ def test_token_page_shows_a_new_token_once(client, login_as):
     html = client.post("/audience/integrations", data={"name": "直播平台"}).get_data(as_text=True)
     assert 'id="new-token">mp_' in html
     assert "mp_" not in client.get("/audience/integrations").get_data(as_text=True)
+
+
+def test_out_of_range_times_wrong_types_and_deep_nesting_get_a_400_json_error(app, client, make_user):
+    token = setup_token(app, make_user)
+    deep: dict = {}
+    node = deep
+    for _ in range(50):
+        node["x"] = {}
+        node = node["x"]
+    cases = [
+        ({"email": "buyer@example.com", "kind": "purchase", "occurred_at": "9999-12-31T23:59:59-05:00"}, "occurred_at"),
+        ({"email": "buyer@example.com", "kind": "purchase", "occurred_at": "0001-01-01T00:00:00+08:00"}, "occurred_at"),
+        ({"email": "buyer@example.com", "kind": "purchase", "occurred_at": "1970-01-01T00:00:00+00:00"}, "occurred_at"),
+        ({"email": ["buyer@example.com"], "kind": "purchase"}, "email"),
+        ({"mobile": {"n": 1}, "kind": "purchase"}, "mobile"),
+        ({"email": "buyer@example.com", "kind": ["purchase"]}, "kind"),
+        ({"email": "buyer@example.com", "kind": "purchase", "occurred_at": 1700000000}, "occurred_at"),
+    ]
+    for body, field in cases:
+        response = post(client, token, body)
+        assert response.status_code == 400, body
+        assert response.get_json()["field"] == field
+    nested = client.post(
+        "/api/v1/events",
+        data='{"kind": "purchase", "properties": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert nested.status_code == 400 and nested.get_json()["error"]
+    response = post(client, token, {"email": "buyer@example.com", "kind": "purchase", "properties": deep})
+    assert response.status_code == 400 and "nest" in response.get_json()["error"]
+
+
+def test_a_body_over_the_limit_gets_a_413_json_error(app, client, make_user):
+    token = setup_token(app, make_user)
+    body = '{"kind": "purchase", "email": "buyer@example.com", "properties": {"x": "' + "a" * (1024 * 1024) + '"}}'
+    response = client.post(
+        "/api/v1/events", data=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and "body" in response.get_json()["error"]
+
+
+def test_failed_token_attempts_are_rate_limited_per_address(app, client, make_user):
+    token = setup_token(app, make_user)
+    statuses = [post(client, f"mp_guess{n}", {"kind": "purchase"}).status_code for n in range(21)]
+    assert statuses[:20] == [401] * 20 and statuses[20] == 429
+    limited = post(client, token, {"email": "buyer@example.com", "kind": "purchase"})
+    assert limited.status_code == 429 and limited.get_json()["error"]  # JSON, never an HTML page
+    elsewhere = client.post(
+        "/api/v1/events",
+        json={"email": "buyer@example.com", "kind": "purchase"},
+        headers={"Authorization": f"Bearer {token}"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert elsewhere.status_code == 201

@@ -69,10 +69,13 @@ def test_csv_and_xlsx_exports_neutralise_formulas_and_are_audited(app, client, l
         if file_format == "csv":
             rows = list(csv.reader(io.StringIO(download.get_data().decode("utf-8-sig"))))
             names = [row[3] for row in rows[1:]]
+            assert sorted(names) == sorted(["'=cmd|' /C calc'!A0", "普通客户"])
         else:
+            # An XLSX cell is typed text: shown as it is, never run, so no ' is needed.
             sheet = load_workbook(io.BytesIO(download.get_data())).active
-            names = [row[3] for row in sheet.iter_rows(min_row=2, values_only=True)]
-        assert sorted(names) == sorted(["'=cmd|' /C calc'!A0", "普通客户"])
+            cells = [row[3] for row in sheet.iter_rows(min_row=2)]
+            assert sorted(c.value for c in cells) == sorted(["=cmd|' /C calc'!A0", "普通客户"])
+            assert {c.data_type for c in cells} == {"s"}
     # Another manager cannot download it.
     other = app.test_client()
     with other.session_transaction() as session:
@@ -94,7 +97,9 @@ def test_privacy_export_contains_everything_and_erase_removes_personal_data(app,
         db.session.add(ContactEvent(contact_id=contact.id, kind="download", properties={"file": "白皮书.pdf"}))
         db.session.commit()
         contact_id = contact.id
-    data = json.loads(client.get(f"/audience/contacts/{contact_id}/privacy-export").get_data(as_text=True))
+    confirmation = client.get(f"/audience/contacts/{contact_id}/privacy-export")
+    assert confirmation.status_code == 200 and '<form method="post"' in confirmation.get_data(as_text=True)
+    data = json.loads(client.post(f"/audience/contacts/{contact_id}/privacy-export").get_data(as_text=True))
     assert data["contact"]["name"] == "张三" and data["events"][0]["properties"] == {"file": "白皮书.pdf"}
     assert client.post(f"/audience/contacts/{contact_id}/erase").status_code == 303
     with app.app_context():
@@ -134,3 +139,40 @@ def test_erasure_keeps_campaign_figures_but_not_the_person(app, client, login_as
     with app.app_context():
         event = db.session.scalar(select(ContactEvent).where(ContactEvent.contact_id == contact_id))
         assert event.properties == {"delivery_id": 41}  # which message it was, not who or where
+
+
+def test_xlsx_export_keeps_phone_numbers_as_they_are_and_survives_control_characters(
+    app, client, login_as, start_worker
+):
+    user_id = login_as("marketing_manager")
+    segment_id = seed(app, user_id)
+    with app.app_context():
+        db.session.add(
+            Contact(email="c@example.com", name="控制\x01字符\x1b", mobile="+8613800138000", province="上海市")
+        )
+        db.session.commit()
+    start_worker()
+    response = client.post(f"/audience/segments/{segment_id}/export", data={"format": "xlsx"})
+    run_id = int(response.headers["Location"].rsplit("/", 1)[-1])
+    assert wait(app, run_id) == "finished"
+    job_page = client.get(f"/jobs/{run_id}").get_data(as_text=True)
+    assert f'href="/audience/exports/{run_id}"' in job_page  # the job page links to the file
+    sheet = load_workbook(io.BytesIO(client.get(f"/audience/exports/{run_id}").get_data())).active
+    rows = {row[1]: row for row in sheet.iter_rows(min_row=2, values_only=True)}
+    assert rows["c@example.com"][2] == "+8613800138000" and rows["c@example.com"][3] == "控制字符"
+
+
+def test_privacy_export_is_not_made_by_a_get(app, client, login_as):
+    from portal.audit import AuditEvent
+
+    login_as("marketing_manager")
+    with app.app_context():
+        contact = Contact(email="p@example.com", name="张三")
+        db.session.add(contact)
+        db.session.commit()
+        contact_id = contact.id
+    page = client.get(f"/audience/contacts/{contact_id}/privacy-export")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    with app.app_context():
+        assert "privacy.exported" not in set(db.session.scalars(select(AuditEvent.action)))
+    assert client.get("/audience/contacts/999999/privacy-export").status_code == 404

@@ -1,5 +1,6 @@
 import csv
 import io
+import json
 
 import pytest
 from openpyxl import Workbook
@@ -49,17 +50,17 @@ def test_bad_rows_are_rejected_one_by_one_with_reasons(app, import_file):
     assert (job.rows, job.created, job.rejected) == (6, 3, 3)
     with app.app_context():
         report = list(csv.reader(io.StringIO(importing.report_path(job).read_text("utf-8-sig"))))
-    reasons = {row[2]: row[1] for row in report[1:]}
-    assert "invalid email" in reasons["坏邮箱"]
-    assert "required" in reasons["无联系方式"]
-    assert "invalid mobile" in reasons["坏手机"]
-    assert job.created + job.updated + job.unchanged + job.rejected == job.rows
+    reasons = {row[2]: json.loads(row[1]) for row in report[1:]}
+    assert reasons["坏邮箱"] == [["email_invalid", {"value": "not-an-email"}]]
+    assert reasons["无联系方式"] == [["contact_missing", {}]]
+    assert reasons["坏手机"] == [["mobile_invalid", {"value": "12345"}]]
+    assert job.created + job.updated + job.unchanged + job.merged + job.rejected + job.blank == job.rows
 
 
 def test_duplicates_inside_the_file_become_one_contact(app, import_file):
     data = HEADER + "王小明,wang@example.com,,,,,\n王小明,WANG@example.com,13800138000,上海云启,,,\n"
     job = import_file(data.encode())
-    assert (job.rows, job.created, job.updated) == (2, 1, 1)
+    assert (job.rows, job.created, job.merged) == (2, 1, 1)
     wang = contacts(app)["wang@example.com"]
     assert wang.mobile == "+8613800138000" and wang.company == "上海云启"
 
@@ -157,7 +158,7 @@ def test_a_20_mb_file_is_streamed_and_counted_exactly(app, import_file):
     data = data + data[len(HEADER.encode()) :]  # the same rows again: > 20 MB, every second half a duplicate
     assert len(data) > 20 * 1024 * 1024
     job = import_file(data)
-    assert (job.rows, job.created, job.unchanged) == (420_000, 210_000, 210_000)
+    assert (job.rows, job.created, job.merged) == (420_000, 210_000, 210_000)
 
 
 def test_erased_person_is_never_imported_again(app, import_file, make_user):
@@ -178,9 +179,9 @@ def test_erased_person_is_never_imported_again(app, import_file, make_user):
     assert "suppressed" in report
 
 
-def test_rejected_rows_report_is_downloadable_from_the_result_page(app, client, login_as, import_file):
+def test_rejected_rows_report_is_downloadable_from_the_result_page(app, client, sign_in, manager, import_file):
     job = import_file((HEADER + "坏,bad,,,,,\n").encode())
-    login_as("marketing_manager")
+    sign_in(manager)
     page = client.get(f"/audience/imports/{job.id}").get_data(as_text=True)
     assert 'id="rejected">1<' in page
     report = client.get(f"/audience/imports/{job.id}/rejected.csv")
@@ -196,3 +197,21 @@ def test_rows_chained_by_email_then_mobile_merge_into_one_contact(app, import_fi
     assert (job.rows, job.created, job.rejected) == (3, 1, 0)
     wang = contacts(app)["wang@example.com"]
     assert wang.mobile == "+8613800138000" and wang.company == "云启"
+
+
+@pytest.mark.parametrize(("first", "last"), [("否", "是"), ("是", "否"), ("否", ""), ("", "否")])
+def test_a_refusal_wins_over_a_grant_even_batches_apart(app, import_file, first, last):
+    others = "".join(f"user{n}@example.com,\n" for n in range(importing.BATCH_SIZE + 500))
+    data = f"邮箱,营销同意\nwang@example.com,{first}\n{others}WANG@example.com,{last}\n"
+    job = import_file(data.encode(), consent="granted")
+    assert (job.created, job.merged) == (importing.BATCH_SIZE + 501, 1)
+    with app.app_context():
+        consent = dict(
+            db.session.execute(
+                select(ContactConsent.channel, ContactConsent.status)
+                .join(Contact)
+                .where(Contact.email == "wang@example.com")
+            ).all()
+        )
+    assert consent["email"] == "withdrawn"
+    assert consent.get("sms") is None  # the default never reaches someone whose rows say something

@@ -34,3 +34,23 @@ def test_emails_are_lower_cased_and_checked():
 
 def test_region_groups_cover_south_china():
     assert set(normalise.REGION_GROUPS["华南"]) >= {"广东省", "广西壮族自治区", "海南省"}
+
+
+def test_a_landline_is_not_a_mobile():
+    with pytest.raises(normalise.InvalidValue) as refused:
+        normalise.mobile("010-65529988")
+    assert refused.value.code == "mobile_not_mobile"
+
+
+@pytest.mark.parametrize(
+    ("province", "region"),
+    [
+        ("上海市", "华东"),
+        ("黑龙江省", "东北"),
+        ("香港特别行政区", "港澳台/海外"),
+        ("台湾省", "港澳台/海外"),
+        ("火星", ""),
+    ],
+)
+def test_every_province_has_its_region(province, region):
+    assert normalise.region_of(province) == region

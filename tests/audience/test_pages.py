@@ -4,6 +4,7 @@ import time
 
 import pytest
 from openpyxl import Workbook
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from portal.audience.models import Contact, ImportJob
@@ -65,7 +66,8 @@ def test_contact_page_shows_timeline_tags_score_and_stage(app, client, login_as)
         contact_id = contact.id
     client.post(f"/audience/contacts/{contact_id}/tags", data={"tag": "高意向客户"})
     html = client.get(f"/audience/contacts/{contact_id}").get_data(as_text=True)
-    assert "赵六" in html and "高意向客户" in html and "download" in html and "成长期" in html
+    assert "赵六" in html and "高意向客户" in html and "下载" in html and "成长期" in html
+    assert "download" not in html  # the event kind is shown by its label, never its code
     assert "77" in html  # 72 + 5 for the download
 
 
@@ -101,3 +103,25 @@ def test_manager_imports_a_chinese_excel_file_in_the_browser(
     page.wait_for_selector("#rows", timeout=30000)
     assert page.locator("#created").inner_text() == "2"
     assert page.locator("#rejected").inner_text() == "1"
+
+
+@pytest.mark.browser
+def test_picking_another_encoding_changes_the_preview_in_the_browser(
+    app, browser_page, browser_login_as, live_server, start_worker, tmp_path
+):
+    page = browser_page
+    browser_login_as(page, "marketing_manager")
+    start_worker()
+    file = tmp_path / "台湾客户.csv"
+    file.write_bytes("姓名,email\n張偉,zhang@example.com\n".encode("big5"))
+    page.goto(live_server + "/audience/imports")
+    page.set_input_files("input[type=file]", str(file))
+    page.get_by_role("button", name="上传并映射字段").click()
+    page.wait_for_url(re.compile(r"/mapping$"))
+    assert "張偉" not in page.locator("#mapping").inner_text()  # read as GB18030 at first
+    page.get_by_label("文件编码").select_option("big5")
+    # Playwright's own polling: wait_for_function evals its string in the page, which the CSP forbids.
+    expect(page.locator("#mapping")).to_contain_text("張偉")
+    page.get_by_role("button", name="开始导入").click()
+    page.wait_for_selector("#rows", timeout=30000)
+    assert page.locator("#created").inner_text() == "1"

@@ -169,3 +169,16 @@ def test_segment_is_saved_from_the_builder(app, client, login_as, population):
         segment = db.session.scalar(select(Segment))
         assert segment.rules == {"op": "and", "items": [{"field": "score", "operator": "gte", "value": 80}]}
         assert count_segment(segment.id) == 2
+
+
+def test_the_region_follows_the_province_on_every_write(app, make_user):
+    from portal.audience import service
+    from tests.audience.conftest import actor
+
+    with app.app_context():
+        user = actor(make_user("marketing_manager"))
+        contact = service.create_contact(user, {"email": "r@example.com", "province": "四川"})
+        assert contact.region == "西南"
+        service.update_contact(user, contact.id, {"province": "辽宁"})
+        assert db.session.get(Contact, contact.id).region == "东北"
+        assert count_segment({"op": "and", "items": [cond("region", "eq", "东北")]}) == 1

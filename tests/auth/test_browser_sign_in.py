@@ -5,8 +5,10 @@ import pytest
 
 @pytest.mark.browser
 def test_manager_signs_in_through_the_providers_form_and_lands_on_the_dashboard(
-    app, browser_page, live_server, demo_mapping
+    app, browser_page, live_server, demo_mapping, monkeypatch
 ):
+    # The callback URL registered at the provider is built from the portal's public address.
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", live_server)
     page = browser_page
     page.goto(live_server + "/")
     assert "/auth/login" in page.url

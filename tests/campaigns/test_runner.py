@@ -230,7 +230,10 @@ def test_messages_planned_outside_the_send_window_wait_for_it_to_open(people):
 
 
 def test_campaign_page_shows_progress_and_why_it_was_paused(app, client, login_as, people, version):
-    from portal.campaigns.monitoring import check_alerts
+    from flask_babel import force_locale
+
+    from portal.campaigns.monitoring import check_alerts, count_results
+    from portal.labels import notification_text
 
     factories.add_contacts(120)
     campaign_id = factories.scheduled_campaign(people["marketing_manager"], factories.segment_of(), [_message(version)])
@@ -241,13 +244,22 @@ def test_campaign_page_shows_progress_and_why_it_was_paused(app, client, login_a
         Delivery.__table__.update().where(Delivery.id.in_(ids[:113])).values(status="sent", sent_at=utcnow())
     )
     db.session.execute(Delivery.__table__.update().where(Delivery.id.in_(ids[113:])).values(status="bounced"))
+    count_results(campaign_id, sent=113, bounced=7, failed=0)  # as the sender counts what it records
     db.session.commit()
     assert "Bounce rate 5.8%" in check_alerts(campaign_id)
     assert db.session.get(Campaign, campaign_id).status == CampaignStatus.PAUSED
-    owner_notes = db.session.scalars(
-        select(Notification.message).where(Notification.user_id == people["marketing_manager"].id)
+    (owner_note,) = db.session.scalars(
+        select(Notification).where(
+            Notification.user_id == people["marketing_manager"].id, Notification.kind == "campaign.auto_paused"
+        )
     ).all()
-    assert [n for n in owner_notes if "自动暂停" in n and "5.8%" in n]
+    with app.test_request_context(), force_locale("zh_CN"):
+        chinese = notification_text(owner_note.kind, owner_note.params, owner_note.message)
+    with app.test_request_context(), force_locale("en"):
+        english_note = notification_text(owner_note.kind, owner_note.params, owner_note.message)
+    # The owner reads it in their language, with no word of the other.
+    assert "自动暂停" in chinese and "退回率 5.8% 高于 5%" in chinese and "Bounce" not in chinese
+    assert english_note == "Campaign paused automatically: 测试活动 — Bounce rate 5.8% is above 5% after 120 messages."
 
     login_as("operations_specialist")
     page = client.get(f"/campaigns/{campaign_id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)

@@ -26,22 +26,90 @@ def test_author_can_never_approve_own_version_whatever_their_roles(app, make_use
         asset = service.create_asset(both, "sms", "短信提醒")
         service.save_draft(both, asset.latest.id, {"sms_text": "王先生您好，新品上市。回T退订"})
         service.submit_for_review(both, asset.latest.id)
-        with pytest.raises(service.ContentError, match="author"):
+        with pytest.raises(service.ContentError) as refused:
             service.approve(both, asset.latest.id)
+        assert refused.value.code == "contributor_cannot_approve" and refused.value.params == {"version": 1}
         assert db.session.get(AssetVersion, asset.latest.id).status == "in_review"
 
 
-def test_request_changes_sends_the_version_back_to_draft_with_the_comment(app, people, email_draft):
+def test_request_changes_freezes_the_version_and_tells_the_author_the_comment(app, people, email_draft):
     with app.app_context():
         service.submit_for_review(user(people["author"]), email_draft)
         with pytest.raises(service.ContentError):
             service.request_changes(user(people["reviewer"]), email_draft, "   ")
         service.request_changes(user(people["reviewer"]), email_draft, "标题再短一些")
         version = db.session.get(AssetVersion, email_draft)
-        assert version.status == "draft"
+        assert version.status == "returned" and not version.editable
         assert version.comments[-1].body == "标题再短一些"
         note = db.session.scalar(select(Notification).where(Notification.user_id == people["author"]))
-        assert "需修改" in note.message
+        assert "需修改" in note.message and "标题再短一些" in note.message
+        assert note.link == f"/content/{version.asset_id}?version={version.id}"
+
+
+def test_the_authors_edits_after_request_changes_go_into_a_new_version(app, people, email_draft):
+    with app.app_context():
+        author, reviewer = user(people["author"]), user(people["reviewer"])
+        service.submit_for_review(author, email_draft)
+        service.request_changes(reviewer, email_draft, "标题再短一些")
+        with pytest.raises(service.ContentError) as refused:
+            service.save_draft(author, email_draft, {"subject": "改在原版本上"})
+        assert refused.value.code == "not_a_draft"
+        asset_id = db.session.get(AssetVersion, email_draft).asset_id
+        revision = service.new_draft_from(author, asset_id)
+        assert revision.number == 2 and revision.subject == "春季新品发布会邀请"
+        service.save_draft(author, revision.id, {**revision.fields(), "subject": "新品发布会邀请"})
+        service.submit_for_review(author, revision.id)
+        frozen = db.session.get(AssetVersion, email_draft)
+        assert frozen.subject == "春季新品发布会邀请" and frozen.status == "returned"
+        # The reviewer compares with what they reviewed last.
+        assert service.review_base(revision).id == email_draft
+        changes = service.review_changes(revision)
+        subject = next(f for f in changes.fields if f.name == "subject")
+        assert [(p.text, p.change) for p in subject.pieces] == [("春季", "removed"), ("新品发布会邀请", "same")]
+        service.approve(reviewer, revision.id)
+        assert db.session.get(AssetVersion, revision.id).status == "approved"
+
+
+def test_a_manager_who_rewrites_a_draft_cannot_approve_it(app, people):
+    """The review's bypass: a manager (who may edit and review) replaces a specialist's draft,
+    submits and approves it. Everyone who saved a change is a contributor and cannot approve."""
+    with app.app_context():
+        author, manager = user(people["author"]), user(people["manager"])
+        asset = service.create_asset(author, "sms", "会员日短信")
+        version_id = asset.latest.id
+        service.save_draft(author, version_id, {"sms_text": "会员日全场八折。回T退订"})
+        service.save_draft(manager, version_id, {"sms_text": "会员日全场一折，速来！回T退订"})
+        service.submit_for_review(manager, version_id)
+        with pytest.raises(service.ContentError) as refused:
+            service.approve(manager, version_id)
+        assert refused.value.code == "contributor_cannot_approve"
+        version = db.session.get(AssetVersion, version_id)
+        assert version.status == "in_review"
+        assert service.contributor_ids(version) == {people["author"], people["manager"]}
+        # The audit trail shows who did what; no approval by the manager.
+        trail = db.session.execute(
+            select(AuditEvent.action, AuditEvent.actor_id).where(AuditEvent.target == f"version:{version_id}")
+        ).all()
+        assert ("content.draft_saved", people["manager"]) in trail
+        assert ("content.approved", people["manager"]) not in trail
+        service.approve(user(people["reviewer"]), version_id)
+        assert db.session.get(AssetVersion, version_id).status == "approved"
+
+
+def test_writers_of_a_returned_version_cannot_approve_its_revision(app, people, make_user):
+    with app.app_context():
+        writer = user(make_user("marketing_manager", name="赵经理"))  # edits and reviews
+        asset = service.create_asset(writer, "sms", "返工短信")
+        service.save_draft(writer, asset.latest.id, {"sms_text": "新品到店。回T退订"})
+        service.submit_for_review(writer, asset.latest.id)
+        service.request_changes(user(people["reviewer"]), asset.latest.id, "补充门店地址")
+        revision = service.new_draft_from(user(people["author"]), asset.id)
+        service.save_draft(user(people["author"]), revision.id, {"sms_text": "新品到店，地址：南京路1号。回T退订"})
+        service.submit_for_review(user(people["author"]), revision.id)
+        # The revision still carries the writer's unapproved text.
+        with pytest.raises(service.ContentError) as refused:
+            service.approve(writer, revision.id)
+        assert refused.value.code == "contributor_cannot_approve"
 
 
 def test_only_the_author_may_withdraw(app, people, email_draft):
@@ -175,3 +243,14 @@ def test_broken_template_is_refused_at_save_with_its_line(app, people):
         assert refused.value.line == 2
         assert "contact.nmae" in str(refused.value)
         assert db.session.get(AssetVersion, asset.latest.id).html_body == ""  # nothing saved
+
+
+def test_saving_without_changing_anything_does_not_make_a_contributor(app, people, email_draft):
+    with app.app_context():
+        manager = user(people["manager"])
+        version = db.session.get(AssetVersion, email_draft)
+        service.save_draft(manager, email_draft, {**version.fields(), "text_written_by_hand": False})
+        assert service.contributor_ids(db.session.get(AssetVersion, email_draft)) == {people["author"]}
+        service.submit_for_review(user(people["author"]), email_draft)
+        service.approve(manager, email_draft)
+        assert db.session.get(AssetVersion, email_draft).status == "approved"

@@ -118,3 +118,23 @@ def test_abandoned_job_run_is_closed_when_its_queue_entry_is_gone(app, db):
     assert db.session.get(JobRun, run.id).status == "failed"
     assert "Start it again" in db.session.get(JobRun, run.id).message
     assert db.session.get(JobRun, fresh.id).status == "queued"  # still in the queue: left alone
+
+
+def test_a_failed_job_page_says_so_in_the_readers_language_without_the_error_text(app, client, login_as):
+    user_id = login_as("administrator")
+    with app.app_context():
+        run = JobRun(
+            kind="import",
+            job_name="jobs.audience.run_import",
+            queue="default",
+            created_by_id=user_id,
+            status="failed",
+            progress=30,
+            message="ImportFailed: file_unreadable",
+        )
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    page = client.get(f"/jobs/{run_id}", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "ImportFailed" not in page and "file_unreadable" not in page
+    assert "任务因错误而停止" in page

@@ -7,14 +7,9 @@ scheduler); sender jobs run in `python -m jobs.worker` processes."""
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -24,6 +19,17 @@ from portal.campaigns.models import Campaign, CampaignStatus
 from portal.delivery.models import Delivery, DeliveryStatus
 from portal.extensions import db
 from tests import factories
+from tests.pipeline import (
+    arrivals_stopped,
+    campaign_status,
+    children,
+    emails,
+    new_campaign,
+    received_by,
+    record_test_sends,
+    ticking,
+    wait_for,
+)
 
 # Short leases and retries, so that recovery happens within a test's patience.
 FAST = {
@@ -48,90 +54,9 @@ def team(app, app_ctx, make_user):
     return factories.people(make_user)
 
 
-def _campaign(team, contacts: int, steps: list[dict] | None = None, **fields) -> tuple[int, list[int]]:
-    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
-    ids = factories.add_contacts(contacts)
-    steps = steps or [{"kind": "message", "channel": "email", "content_version_id": version}]
-    return factories.scheduled_campaign(team["marketing_manager"], factories.segment_of(), steps, **fields), ids
-
-
-class Ticker(threading.Thread):
-    """Runs the campaign tick every `interval` seconds in its own app context."""
-
-    def __init__(self, app, interval: float = 0.3) -> None:
-        super().__init__(daemon=True)
-        self.app, self.interval = app, interval
-        self.stopping = threading.Event()
-        self.errors: list[BaseException] = []
-
-    def run(self) -> None:
-        from jobs.sending import run_campaigns
-
-        with self.app.app_context():
-            while not self.stopping.is_set():
-                try:
-                    run_campaigns()
-                except Exception as exc:  # a locked SQLite or a flushed Redis: the next tick retries
-                    db.session.rollback()
-                    self.errors.append(exc)
-                finally:
-                    db.session.remove()
-                self.stopping.wait(self.interval)
-
-
-@contextmanager
-def ticking(app, count: int = 1) -> Iterator[list[Ticker]]:
-    tickers = [Ticker(app) for _ in range(count)]
-    for ticker in tickers:
-        ticker.start()
-    try:
-        yield tickers
-    finally:
-        for ticker in tickers:
-            ticker.stopping.set()
-        for ticker in tickers:
-            ticker.join(timeout=30)
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _status(campaign_id: int) -> str:
-    db.session.expire_all()
-    status = db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-    db.session.commit()
-    return status
-
-
-def _received(smtp) -> collections.Counter:
-    return collections.Counter(m["to"][0] for m in list(smtp.messages))
-
-
-def _emails(ids: list[int]) -> set[str]:
-    return set(db.session.scalars(select(Contact.email).where(Contact.id.in_(ids))))
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _kill_hard(process) -> None:
     """kill -9 the worker and its work horse, as a crashing machine would."""
-    for child in _children(process.pid):
+    for child in children(process.pid):
         os.kill(child, signal.SIGKILL)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
@@ -142,17 +67,17 @@ def test_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_flight(
 ):
     from portal.delivery.sender import RECORD_EVERY
 
-    campaign_id, ids = _campaign(team, 10_000)
+    campaign_id, ids = new_campaign(team, 10_000)
     worker = start_worker("sending", extra_env=fast_pipeline)
     with ticking(app):
-        _wait_for(lambda: len(smtp.messages) >= 3_000, 120, "3,000 messages")
+        wait_for(lambda: len(smtp.messages) >= 3_000, 120, "3,000 messages")
         _kill_hard(worker)
         killed_at = len(smtp.messages)
         start_worker("sending", extra_env=fast_pipeline)
-        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 240, "the campaign to complete")
+        wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 240, "the campaign to complete")
     assert killed_at < 10_000  # the kill came in the middle of the send
-    received = _received(smtp)
-    assert set(received) == _emails(ids)  # none lost
+    received = received_by(smtp)
+    assert set(received) == emails(ids)  # none lost
     duplicated = sum(n - 1 for n in received.values())
     # Each sender slot had at most one chunk sent but not yet recorded when it was killed.
     assert duplicated <= 2 * RECORD_EVERY, (duplicated, killed_at)
@@ -174,36 +99,36 @@ def test_smtp_outage_mid_send_resumes_by_itself(app, app_ctx, team, fast_pipelin
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     app.config["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
-    campaign_id, ids = _campaign(team, 2_000)
+    campaign_id, ids = new_campaign(team, 2_000)
     start_worker("sending", extra_env={**fast_pipeline, "SMTP_URL": app.config["SMTP_URL"]})
     try:
         with ticking(app):
-            _wait_for(lambda: len(handler.messages) >= 500, 60, "500 messages")
+            wait_for(lambda: len(handler.messages) >= 500, 60, "500 messages")
             controller.stop()
             down_at = len(handler.messages)
             time.sleep(4)
             controller = Controller(handler, hostname="127.0.0.1", port=port)
             controller.start()
-            _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+            wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
     finally:
         controller.stop()
     assert down_at < 2_000
-    received = _received(handler)
-    assert set(received) == _emails(ids)
+    received = received_by(handler)
+    assert set(received) == emails(ids)
     assert sum(n - 1 for n in received.values()) <= 2  # at most the message cut off by the outage
 
 
 def test_flushed_redis_mid_campaign_is_rebuilt_from_the_ledger(app, app_ctx, smtp, team, fast_pipeline, start_worker):
-    campaign_id, ids = _campaign(team, 3_000)
+    campaign_id, ids = new_campaign(team, 3_000)
     start_worker("sending", extra_env=fast_pipeline)
     with ticking(app):
-        _wait_for(lambda: len(smtp.messages) >= 800, 60, "800 messages")
+        wait_for(lambda: len(smtp.messages) >= 800, 60, "800 messages")
         app.extensions["redis"].flushall()
         flushed_at = len(smtp.messages)
-        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+        wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
     assert flushed_at < 3_000
-    received = _received(smtp)
-    assert set(received) == _emails(ids)
+    received = received_by(smtp)
+    assert set(received) == emails(ids)
     assert all(n == 1 for n in received.values())
 
 
@@ -213,16 +138,16 @@ def test_two_workers_and_overlapping_schedulers_send_each_message_once(
     from jobs.sending import send_deliveries  # noqa: F401 - the job the extra copies run
     from portal.queue import enqueue
 
-    campaign_id, ids = _campaign(team, 3_000)
+    campaign_id, ids = new_campaign(team, 3_000)
     start_worker("sending", extra_env=fast_pipeline)
     start_worker("sending", extra_env=fast_pipeline)
     with ticking(app, count=2):
         # RQ re-running a sender, or a second scheduler enqueueing one: extra copies per slot.
         for slot in (0, 1, 0, 1):
             enqueue("jobs.sending.send_deliveries", campaign_id, slot, kind="send", queue="sending", track=False)
-        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
-    received = _received(smtp)
-    assert set(received) == _emails(ids)
+        wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+    received = received_by(smtp)
+    assert set(received) == emails(ids)
     assert max(received.values()) == 1
     rows = db.session.scalar(select(func.count()).where(Delivery.campaign_id == campaign_id))
     assert rows == 3_000
@@ -302,7 +227,7 @@ def test_recipient_who_unsubscribes_mid_campaign_gets_nothing_more(app, app_ctx,
 
     version = factories.approved_email(team["operations_specialist"], team["reviewer"])
     message = {"kind": "message", "channel": "email", "content_version_id": version}
-    campaign_id, _ids = _campaign(team, 20, steps=[message, {"kind": "delay", "config": {"hours": 1}}, message])
+    campaign_id, _ids = new_campaign(team, 20, steps=[message, {"kind": "delay", "config": {"hours": 1}}, message])
     now = utcnow()
     run_due(now)
     with Sender(app) as sender:  # the first five go out
@@ -326,7 +251,7 @@ def test_recipient_who_unsubscribes_mid_campaign_gets_nothing_more(app, app_ctx,
     db.session.commit()
     send_deliveries(campaign_id)
 
-    received = _received(smtp)
+    received = received_by(smtp)
     assert received[after_first] == 1
     assert received[before_any] == 0
     others = {address: n for address, n in received.items() if address not in (after_first, before_any)}
@@ -338,35 +263,35 @@ def test_pause_stops_sending_within_seconds_and_resume_finishes_the_rest(
 ):
     from portal.campaigns import publishing
 
-    campaign_id, ids = _campaign(team, 4_000, throttle=60_000)
+    campaign_id, ids = new_campaign(team, 4_000, throttle=60_000)
     start_worker("sending", extra_env=fast_pipeline)
     manager = team["marketing_manager"]
     with ticking(app):
-        _wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
+        wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
         publishing.change_status(manager, campaign_id, "pause")
         paused_at = time.monotonic()
-        _wait_for(lambda: _stable(smtp), 10, "sending to stop")
+        wait_for(lambda: arrivals_stopped(smtp), 10, "sending to stop")
         stopped_after = time.monotonic() - paused_at
         held = len(smtp.messages)
         time.sleep(2)
         assert len(smtp.messages) == held < 4_000  # nothing more while paused
-        _record_test_sends(campaign_id)
+        record_test_sends(campaign_id)
         publishing.publish(manager, campaign_id)  # resume: through the publish gate again
-        _wait_for(lambda: _status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
+        wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
     assert stopped_after < 5
-    received = _received(smtp)
-    assert set(received) == _emails(ids) and max(received.values()) == 1
+    received = received_by(smtp)
+    assert set(received) == emails(ids) and max(received.values()) == 1
 
 
 def test_cancel_stops_sending_and_cancels_what_is_left(app, app_ctx, smtp, team, fast_pipeline, start_worker):
     from portal.campaigns import publishing
 
-    campaign_id, _ids = _campaign(team, 4_000)
+    campaign_id, _ids = new_campaign(team, 4_000)
     start_worker("sending", extra_env=fast_pipeline)
     with ticking(app):
-        _wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
+        wait_for(lambda: len(smtp.messages) >= 300, 60, "300 messages")
         publishing.change_status(team["marketing_manager"], campaign_id, "cancel")
-        _wait_for(lambda: _stable(smtp), 10, "sending to stop")
+        wait_for(lambda: arrivals_stopped(smtp), 10, "sending to stop")
     db.session.expire_all()
     counts = dict(
         db.session.execute(
@@ -375,29 +300,3 @@ def test_cancel_stops_sending_and_cancels_what_is_left(app, app_ctx, smtp, team,
     )
     assert counts[DeliveryStatus.SENT] == len(smtp.messages) < 4_000
     assert counts[DeliveryStatus.CANCELLED] + counts[DeliveryStatus.SENT] == 4_000
-
-
-def _stable(smtp, quiet: float = 1.0) -> bool:
-    """True once no message has arrived for `quiet` seconds."""
-    before = len(smtp.messages)
-    time.sleep(quiet)
-    return len(smtp.messages) == before
-
-
-def _record_test_sends(campaign_id: int) -> None:
-    """As if every message step had just been test-sent successfully (the gate's condition)."""
-    from portal.campaigns.models import TestSend
-
-    campaign = db.session.get(Campaign, campaign_id)
-    for step in campaign.steps:
-        if step.kind == "message":
-            db.session.add(
-                TestSend(
-                    campaign_id=campaign_id,
-                    step_id=step.id,
-                    content_version_id=step.content_version_id,
-                    status="sent",
-                    recipient="wang@example.com",
-                )
-            )
-    db.session.commit()

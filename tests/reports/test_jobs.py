@@ -1,6 +1,7 @@
 """Reports built by real workers: progress, history, notification, audited download; monthly
 schedules; the backup export."""
 
+import csv
 import io
 import re
 import time
@@ -163,3 +164,29 @@ def test_building_twice_keeps_the_first_file(app_ctx, report_data):
     db.session.commit()
     first = service.build_report_file(report.id).file_name
     assert service.build_report_file(report.id).file_name == first
+
+
+def test_every_text_cell_of_the_backup_zip_is_neutralised(app, report_data, tmp_path):
+    from datetime import date
+
+    from portal.audience.models import Tag
+    from portal.campaigns.models import Campaign
+    from portal.reports.models import CampaignCost
+
+    formula = '=HYPERLINK("http://evil.example","x")'
+    with app.app_context():
+        campaign = db.session.scalar(select(Campaign).where(Campaign.name == CAMPAIGN_NAME))
+        campaign.name = formula
+        db.session.add(Tag(name="+" + formula[1:]))
+        db.session.add(CampaignCost(campaign_id=campaign.id, spent_on=date(2026, 3, 1), note="@" + formula[1:]))
+        db.session.commit()
+        service.write_backup(tmp_path / "backup.zip", lambda *_: None)
+    archive = zipfile.ZipFile(tmp_path / "backup.zip")
+    cells = [
+        cell
+        for name in archive.namelist()
+        for row in csv.reader(io.StringIO(archive.read(name).decode("utf-8-sig")))
+        for cell in row
+    ]
+    assert "'" + formula in cells and "'+" + formula[1:] in cells and "'@" + formula[1:] in cells
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]

@@ -55,6 +55,17 @@ def test_groups_by_contact_fields_and_tags(app_ctx, report_data):
     assert industry["科技"].opens == 2
 
 
+def test_groups_by_region_add_up_the_provinces_of_each_region(app_ctx, report_data):
+    groups = figures_for(report_data).groups
+    province = {m.key: m for m in groups["province"]}
+    region = {m.key: m for m in groups["region"]}
+    assert set(region) == {"华东", "华北"}
+    east = (province["上海市"], province["浙江省"])
+    assert region["华东"].audience == 7 and region["华北"].audience == 1
+    assert region["华东"].delivered == sum(p.delivered for p in east)
+    assert region["华东"].conversions == sum(p.conversions for p in east)
+
+
 def test_the_date_range_selects_messages_by_when_they_were_sent(app_ctx, report_data):
     total = figures_for(report_data, date_from="2026-03-03", date_to="2026-03-03").total
     assert (total.attempted, total.delivered, total.opens) == (3, 2, 0)

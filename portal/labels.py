@@ -1,0 +1,584 @@
+"""What a person reads for each internal value: one table per kind of enumeration.
+
+Templates never print a status, role, permission id, event kind or channel as stored; they
+ask `label(kind, value)` (or a sentence helper below) and get the reader's language. Areas
+with labels of their own (content statuses, campaign statuses, report kinds) keep them in
+their views; everything shared by several areas lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from portal import audit
+from portal.access import Permission
+
+ROLES = {
+    "administrator": _l("Administrator"),
+    "marketing_manager": _l("Marketing manager"),
+    "operations_specialist": _l("Operations specialist"),
+    "reviewer": _l("Reviewer"),
+    "data_analyst": _l("Data analyst"),
+}
+
+P = Permission
+# (area, [(permission, label, one-line description)]): the roles page groups them by area.
+PERMISSION_AREAS: tuple[tuple[Any, tuple[tuple[Permission, Any, Any], ...]], ...] = (
+    (
+        _l("Administration"),
+        (
+            (P.DASHBOARD_VIEW, _l("See the dashboard"), _l("Open the home page and its figures.")),
+            (P.USERS_MANAGE, _l("Manage users"), _l("Give any role, deactivate and reactivate people.")),
+            (P.ROLES_MANAGE, _l("Manage roles"), _l("Create custom roles and choose their permissions.")),
+            (
+                P.MARKETING_ROLES_ASSIGN,
+                _l("Assign marketing roles"),
+                _l("Give or take away the marketing roles (not administrator)."),
+            ),
+            (P.SSO_MAPPING_MANAGE, _l("Map SSO groups"), _l("Decide which identity-provider group gets which role.")),
+            (P.SETTINGS_MANAGE, _l("Change settings"), _l("Frequency caps, alert thresholds, lead scoring settings.")),
+            (P.AUDIT_VIEW, _l("Read the audit log"), _l("See and export who changed what, and when.")),
+            (P.API_TOKENS_MANAGE, _l("Manage API tokens"), _l("Create and revoke the tokens of the events API.")),
+            (P.BACKUP_EXPORT, _l("Export a data backup"), _l("Download every table as CSV files.")),
+            (P.JOBS_VIEW, _l("See system status"), _l("Check the database, Redis and the background workers.")),
+            (P.OUTBOX_VIEW, _l("Read the test outbox"), _l("See the messages a development mail server caught.")),
+        ),
+    ),
+    (
+        _l("Content"),
+        (
+            (P.CONTENT_VIEW, _l("See content"), _l("Read emails, SMS and WeCom messages and their versions.")),
+            (P.CONTENT_EDIT, _l("Write content"), _l("Create drafts and submit them for review.")),
+            (P.CONTENT_REVIEW, _l("Review content"), _l("Approve content or request changes (never one's own).")),
+        ),
+    ),
+    (
+        _l("Audience"),
+        (
+            (P.AUDIENCE_VIEW, _l("See contacts"), _l("Read contacts, segments, tags and scoring rules.")),
+            (P.AUDIENCE_EDIT, _l("Edit contacts"), _l("Change contacts, tags, tag rules, segments and scoring.")),
+            (P.AUDIENCE_IMPORT, _l("Import contacts"), _l("Upload CSV or Excel files of contacts.")),
+            (
+                P.AUDIENCE_BULK_EDIT,
+                _l("Change many contacts at once"),
+                _l("Tag or untag more than 1,000 contacts (needs a recent sign-in)."),
+            ),
+            (
+                P.AUDIENCE_BULK_EXPORT,
+                _l("Export contacts"),
+                _l("Download segments and selections of contacts (needs a recent sign-in)."),
+            ),
+            (
+                P.PRIVACY_REQUESTS,
+                _l("Handle privacy requests"),
+                _l("Export or erase everything held about a person (needs a recent sign-in)."),
+            ),
+        ),
+    ),
+    (
+        _l("Campaigns"),
+        (
+            (P.CAMPAIGN_VIEW, _l("See campaigns"), _l("Read campaigns, their steps and progress.")),
+            (P.CAMPAIGN_EDIT, _l("Edit campaigns"), _l("Create campaigns and change their steps.")),
+            (P.CAMPAIGN_TEST_SEND, _l("Send tests"), _l("Send a campaign's messages to internal test addresses.")),
+            (P.CAMPAIGN_EXECUTE, _l("Run campaigns"), _l("Pause and resume running campaigns.")),
+            (P.CAMPAIGN_PUBLISH, _l("Publish campaigns"), _l("Start a campaign now or schedule it.")),
+            (P.CAMPAIGN_DELETE, _l("Delete campaigns"), _l("Delete a campaign (needs a recent sign-in).")),
+        ),
+    ),
+    (
+        _l("Reports"),
+        (
+            (P.REPORTS_VIEW, _l("See reports"), _l("Read the dashboard figures and campaign reports.")),
+            (P.REPORTS_EXPORT, _l("Export reports"), _l("Build PDF and Excel reports.")),
+            (P.DATA_EXPORT_BASIC, _l("Export tracking data"), _l("Download campaign tracking tables.")),
+            (P.REPORTS_SCHEDULE, _l("Schedule reports"), _l("Have monthly reports built automatically.")),
+            (P.CAMPAIGN_COSTS_EDIT, _l("Enter costs"), _l("Record costs and revenue behind CPA and ROI.")),
+        ),
+    ),
+)
+del P
+
+PERMISSIONS = {permission: label for _area, rows in PERMISSION_AREAS for permission, label, _desc in rows}
+PERMISSION_DESCRIPTIONS = {permission: desc for _area, rows in PERMISSION_AREAS for permission, _label, desc in rows}
+
+CHANNELS = {"email": _l("Email"), "sms": _l("SMS"), "wecom": _l("WeCom")}
+
+LIFECYCLE_STAGES = {
+    "new": _l("New"),
+    "growing": _l("Growing"),
+    "stable": _l("Stable"),
+    "dormant": _l("Dormant"),
+}
+
+CONSENT_STATES = {"granted": _l("Granted"), "withdrawn": _l("Withdrawn"), "none": _l("Not given")}
+
+EVENT_KINDS = {
+    "page_view": _l("Page view"),
+    "form_submit": _l("Form submitted"),
+    "download": _l("Download"),
+    "webinar_attended": _l("Webinar attended"),
+    "sales_consultation": _l("Sales consultation"),
+    "purchase": _l("Purchase"),
+    "trade_show": _l("Met at a trade show"),
+    "phone_call": _l("Phone call"),
+    "note": _l("Note"),
+    "consent_change": _l("Consent changed"),
+    "email_open": _l("Email opened"),
+    "email_click": _l("Email link clicked"),
+    "unsubscribe": _l("Unsubscribed"),
+    "bounce": _l("Bounced"),
+    "mql": _l("Became a marketing-qualified lead"),
+    "stage_change": _l("Lifecycle stage changed"),
+    "imported": _l("Imported"),
+}
+
+JOB_STATES = {
+    "queued": _l("Queued"),
+    "started": _l("Running"),
+    "running": _l("Running"),
+    "finished": _l("Finished"),
+    "done": _l("Finished"),
+    "failed": _l("Failed"),
+    "uploaded": _l("Waiting for the column mapping"),
+}
+
+JOB_KINDS = {
+    "import": _l("Contact import"),
+    "export": _l("Contact export"),
+    "diagnostics": _l("Diagnostics"),
+    "report": _l("Report"),
+    "tag_rules": _l("Tag rules"),
+    "send": _l("Sending"),
+    "test_send": _l("Test send"),
+    "campaign_tick": _l("Campaign scheduler"),
+}
+
+HEALTH_CHECKS = {"database": _l("Database"), "redis": _l("Redis queue"), "workers": _l("Background workers")}
+
+IMPORT_FIELDS = {
+    "email": _l("Email"),
+    "mobile": _l("Mobile number"),
+    "name": _l("Full name"),
+    "company": _l("Company"),
+    "industry": _l("Industry"),
+    "province": _l("Province"),
+    "city": _l("City"),
+    "company_size": _l("Company size"),
+    "consent_email": _l("Email consent"),
+    "consent_sms": _l("SMS consent"),
+    "consent_wecom": _l("WeCom consent"),
+    "tags": _l("Tags"),
+}
+
+# The fields and comparisons of the segment builder (and of conditions read as sentences).
+SEGMENT_FIELDS = {
+    "province": _l("Province"),
+    "region": _l("Sales region"),
+    "city": _l("City"),
+    "industry": _l("Industry"),
+    "company": _l("Company"),
+    "company_size": _l("Company size"),
+    "name": _l("Full name"),
+    "email": _l("Email"),
+    "mobile": _l("Mobile number"),
+    "tag": _l("Tag"),
+    "score": _l("Score"),
+    "lifecycle_stage": _l("Lifecycle stage"),
+    "consent.email": _l("Email consent"),
+    "consent.sms": _l("SMS consent"),
+    "consent.wecom": _l("WeCom consent"),
+    "unsubscribed": _l("Unsubscribed"),
+    "created_days": _l("Created (days ago)"),
+    "last_activity_days": _l("Last activity (days ago)"),
+    **{
+        f"event.{kind}": _l("Event: %(kind)s", kind=EVENT_KINDS[kind])
+        for kind in (
+            "purchase",
+            "email_open",
+            "email_click",
+            "form_submit",
+            "download",
+            "webinar_attended",
+            "sales_consultation",
+            "trade_show",
+            "phone_call",
+            "page_view",
+        )
+    },
+}
+SEGMENT_OPERATORS = {
+    "eq": _l("is"),
+    "ne": _l("is not"),
+    "contains": _l("contains"),
+    "in": _l("is one of"),
+    "empty": _l("is empty"),
+    "not_empty": _l("is not empty"),
+    "gte": _l("at least"),
+    "lte": _l("at most"),
+    "between": _l("between"),
+    "has": _l("has"),
+    "has_not": _l("has not"),
+}
+
+
+GOAL_METRICS = {
+    "conversion_rate": _l("Conversion rate"),
+    "click_rate": _l("Click rate"),
+    "open_rate": _l("Open rate"),
+    "mql_count": _l("MQLs"),
+    "revenue": _l("Revenue"),
+}
+
+SETTINGS = {
+    "scoring.base_score": _l("Score of a new contact"),
+    "scoring.mql_threshold": _l("Score at which a contact becomes an MQL"),
+    "scoring.mql_tag": _l("Tag given to MQLs"),
+    "lifecycle.new_days": _l("Days a contact counts as new"),
+    "lifecycle.growing_min_purchases": _l("Purchases for the growing stage"),
+    "lifecycle.stable_min_purchases": _l("Purchases for the stable stage"),
+    "lifecycle.dormant_days": _l("Days without activity before dormant"),
+    "sending.max_per_contact_per_day": _l("Marketing messages per contact per day, at most"),
+    "sending.max_emails_per_prospect_per_week": _l("Emails per prospect per week, at most"),
+    "alerts.auto_pause": _l("Pause a campaign automatically on an alert"),
+    "alerts.min_attempts": _l("Messages settled before alerts are checked"),
+    "alerts.min_delivery_rate": _l("Lowest delivery rate (%)"),
+    "alerts.max_bounce_rate": _l("Highest bounce rate (%)"),
+    "content.forbidden_words": _l("Forbidden words"),
+    "content.link_allow_list": _l("Allowed link domains"),
+}
+
+LINK_LISTS = {"allow": _l("Allowed"), "deny": _l("Denied"), "shortener": _l("Link shortener")}
+
+TABLES: Mapping[str, Mapping[str, Any]] = {
+    "link_list": LINK_LISTS,
+    "role": ROLES,
+    "permission": PERMISSIONS,
+    "channel": CHANNELS,
+    "stage": LIFECYCLE_STAGES,
+    "consent": CONSENT_STATES,
+    "event": EVENT_KINDS,
+    "job_state": JOB_STATES,
+    "job_kind": JOB_KINDS,
+    "health": HEALTH_CHECKS,
+    "import_field": IMPORT_FIELDS,
+    "goal": GOAL_METRICS,
+    "setting": SETTINGS,
+}
+
+
+def join_list(items: Any) -> str:
+    """Items one after the other as the reader's language lists them (、 in Chinese)."""
+    return _(", ").join(str(item) for item in items)
+
+
+def label(kind: str, value: Any, fallback: Any = None) -> str:
+    """The reader's word for `value` of enumeration `kind`; an unknown value shows `fallback`
+    (a custom role's own label) or, at the last, itself."""
+    found = TABLES[kind].get(str(value) if value is not None else "")
+    if found is not None:
+        return str(found)
+    if kind == "import_field" and str(value).startswith("attr:"):
+        return _("Custom field “%(name)s”", name=str(value)[5:])
+    return str(fallback if fallback is not None else value)
+
+
+def source_label(source: str | None) -> str:
+    """Where a consent, tag or event came from: manual, import:12, api:CRM, rule:3, user:5 ..."""
+    source = source or ""
+    kind, _sep, detail = source.partition(":")
+    if kind == "manual":
+        return _("entered by hand") if not detail else _("entered by hand by %(who)s", who=detail)
+    if kind == "import":
+        return _("import #%(id)s", id=detail) if detail else _("import")
+    if kind == "api":
+        return _("events API (%(name)s)", name=detail)
+    if kind == "rule":
+        return _("tag rule #%(id)s", id=detail)
+    if kind == "user":
+        return _("entered by %(who)s", who=detail)
+    if kind == "bulk":
+        return _("bulk action by %(who)s", who=detail) if detail else _("bulk action")
+    words = {
+        "scoring": _("lead scoring"),
+        "tracking": _("email tracking"),
+        "lifecycle": _("lifecycle stages"),
+        "system": _("the portal"),
+        "unsubscribe": _("the unsubscribe page"),
+        "demo": _("demo data"),
+        "": _("unknown"),
+    }
+    return str(words.get(kind, source))
+
+
+# Notification kinds -> their sentence; parameters come from the notification itself.
+NOTIFICATIONS = {
+    "contact.became_mql": _l("%(contact)s became an MQL (score %(score)s)."),
+    "content.submitted": _l("Waiting for your review: %(asset)s v%(version)s."),
+    "content.approved": _l("Approved: %(asset)s v%(version)s."),
+    "content.approved_with_comment": _l("Approved: %(asset)s v%(version)s. The reviewer says: %(comment)s"),
+    "content.changes_requested": _l("Changes requested on %(asset)s v%(version)s."),
+    "content.changes_requested_with_comment": _l("Changes requested on %(asset)s v%(version)s: %(comment)s"),
+    "campaign.follow_up": _l("Sales follow-up: %(contact)s (%(campaign)s)."),
+}
+
+
+# Kinds whose sentence is built from structured parameters (a pause reason with its own code),
+# registered by the area that sends them, where those translations live.
+NOTIFICATION_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {}
+
+
+def notification_text(kind: str, params: Mapping[str, Any] | None, fallback: str = "") -> str:
+    render = NOTIFICATION_RENDERERS.get(kind)
+    if render is not None:
+        try:
+            return render(dict(params or {}))
+        except (KeyError, TypeError, ValueError):
+            return fallback
+    sentence = NOTIFICATIONS.get(kind)
+    if sentence is None:
+        return fallback
+    return str(sentence) % _Details(params or {})
+
+
+def register(app: Flask) -> None:
+    app.jinja_env.globals.update(
+        label=label,
+        source_label=source_label,
+        permission_areas=PERMISSION_AREAS,
+        permission_descriptions=PERMISSION_DESCRIPTIONS,
+        audit_action_label=audit_action_label,
+        audit_sentence=audit_sentence,
+        audit_target_label=audit_target_label,
+        event_sentence=event_sentence,
+        join_list=join_list,
+        notification_text=notification_text,
+    )
+
+
+# --- the audit trail -------------------------------------------------------------------------
+
+# action -> (what happened, a sentence of its details). The sentence's %(name)s are filled
+# from the event's details; a detail the event lacks reads as "—".
+AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
+    "sign_in.success": (_l("Signed in"), _l("Signed in through %(via)s.")),
+    "sign_in.failure": (_l("Sign-in refused"), _l("Sign-in refused: %(reason)s.")),
+    "sign_out": (_l("Signed out"), None),
+    "user.created": (_l("User created"), _l("%(email)s signed in for the first time.")),
+    "user.activated": (_l("User reactivated"), _l("%(email)s may sign in again.")),
+    "user.deactivated": (_l("User deactivated"), _l("%(email)s was signed out everywhere and may not sign in.")),
+    "user.roles_changed": (_l("Roles changed"), _l("Roles of %(email)s: %(before)s → %(after)s.")),
+    "user.roles_synced": (_l("Roles renewed from SSO groups"), _l("Roles: %(before)s → %(after)s.")),
+    "local_admin.created": (_l("Break-glass account created"), _l("Local account %(email)s.")),
+    "local_password.changed": (_l("Local password changed"), None),
+    "role.created": (_l("Role created"), _l("Permissions: %(permissions)s.")),
+    "role.changed": (_l("Role changed"), _l("Permissions: %(before)s → %(after)s.")),
+    "sso_mapping.added": (_l("SSO mapping added"), _l("The group now gives the role %(role)s.")),
+    "sso_mapping.removed": (_l("SSO mapping removed"), _l("The group no longer gives the role %(role)s.")),
+    "setting.changed": (_l("Setting changed"), _l("%(setting)s: %(before)s → %(after)s.")),
+    "audit.exported": (_l("Audit log exported"), None),
+    "contact.created": (_l("Contact created"), _l("Created from %(source)s.")),
+    "contact.updated": (_l("Contact changed"), _l("Changed: %(fields)s.")),
+    "contact.tagged": (_l("Tag added"), _l("Tag “%(tag)s” added.")),
+    "contact.untagged": (_l("Tag removed"), _l("Tag “%(tag)s” removed.")),
+    "contact.consent_changed": (_l("Consent changed"), _l("%(channel)s consent: %(before)s → %(after)s.")),
+    "contact.owner_changed": (_l("Owner changed"), _l("Owner: %(before)s → %(after)s.")),
+    "contact.note_added": (_l("Note added"), None),
+    "contact.activity_logged": (_l("Activity logged"), _l("%(kind)s logged.")),
+    "contact.unsubscribe": (_l("Contact unsubscribed"), None),
+    "contacts.bulk_tagged": (_l("Tag added to many contacts"), _l("Tag “%(tag)s” added to %(count)s contacts.")),
+    "contacts.bulk_untagged": (
+        _l("Tag removed from many contacts"),
+        _l("Tag “%(tag)s” removed from %(count)s contacts."),
+    ),
+    "contacts.exported": (_l("Contacts exported"), _l("%(count)s contacts exported.")),
+    "tag.created": (_l("Tag created"), _l("Tag “%(name)s”.")),
+    "tag.renamed": (_l("Tag renamed"), _l("“%(before)s” → “%(after)s”.")),
+    "tag.merged": (_l("Tags merged"), _l("“%(source)s” merged into “%(into)s”.")),
+    "tag.deleted": (_l("Tag deleted"), _l("Tag “%(name)s” removed from %(count)s contacts and deleted.")),
+    "tag_rule.saved": (_l("Tag rule saved"), _l("Rule for the tag “%(tag)s”.")),
+    "tag_rule.disabled": (_l("Tag rule disabled"), _l("Rule for the tag “%(tag)s”.")),
+    "tag_rule.enabled": (_l("Tag rule enabled"), _l("Rule for the tag “%(tag)s”.")),
+    "tag_rule.deleted": (_l("Tag rule deleted"), _l("Rule for the tag “%(tag)s”.")),
+    "segment.saved": (_l("Segment saved"), _l("Segment “%(name)s”.")),
+    "segment.deleted": (_l("Segment deleted"), _l("Segment “%(name)s”.")),
+    "segment.exported": (_l("Segment exported"), _l("Segment “%(name)s”.")),
+    "export.downloaded": (_l("Export downloaded"), None),
+    "scoring.rule_saved": (_l("Scoring rule saved"), _l("%(points)s points for %(event)s.")),
+    "import.uploaded": (_l("Contact file uploaded"), _l("%(bytes)s bytes.")),
+    "import.started": (_l("Contact import started"), None),
+    "import.finished": (_l("Contact import finished"), None),
+    "privacy.exported": (_l("Personal data exported"), None),
+    "privacy.erased": (_l("Personal data erased"), None),
+    "api_token.created": (_l("API token created"), None),
+    "api_token.revoked": (_l("API token revoked"), None),
+    "content.created": (_l("Content created"), _l("“%(name)s”.")),
+    "content.draft_saved": (_l("Draft saved"), None),
+    "content.new_version": (_l("New version started"), None),
+    "content.submitted": (_l("Submitted for review"), _l("%(warnings)s warnings.")),
+    "content.withdrawn": (_l("Withdrawn from review"), None),
+    "content.approved": (_l("Content approved"), None),
+    "content.changes_requested": (_l("Changes requested"), None),
+    "content.commented": (_l("Comment added"), None),
+    "content.word_added": (_l("Forbidden word added"), None),
+    "content.word_removed": (_l("Forbidden word removed"), None),
+    "content.link_rule_added": (_l("Link rule added"), None),
+    "content.link_rule_removed": (_l("Link rule removed"), None),
+    "campaign.created": (_l("Campaign created"), _l("“%(name)s”.")),
+    "campaign.updated": (_l("Campaign changed"), None),
+    "campaign.step_added": (_l("Step added"), _l("Step #%(step)s.")),
+    "campaign.step_removed": (_l("Step removed"), _l("Step #%(step)s.")),
+    "campaign.step_version_switched": (_l("Step content switched"), _l("Step #%(step)s.")),
+    "campaign.test_send": (_l("Test send"), _l("Sent to %(to)s.")),
+    "campaign.published": (_l("Campaign published"), _l("Starts at %(start_at)s.")),
+    "campaign.pause": (_l("Campaign paused"), None),
+    "campaign.resume": (_l("Campaign resumed"), None),
+    "campaign.cancel": (_l("Campaign cancelled"), None),
+    "campaign.auto_paused": (_l("Campaign paused automatically"), None),
+    "campaign.started": (_l("Campaign started"), None),
+    "campaign.completed": (_l("Campaign completed"), None),
+    "campaign.ab_decided": (_l("A/B test decided"), _l("Winner: %(winner)s.")),
+    "campaign.cost_entered": (_l("Cost entered"), _l("Cost %(cost)s, revenue %(revenue)s.")),
+    "test_address.added": (_l("Test address added"), _l("%(address)s.")),
+    "test_address.removed": (_l("Test address removed"), _l("%(address)s.")),
+    "report.requested": (_l("Report requested"), None),
+    "report.downloaded": (_l("Report downloaded"), None),
+    "report.scheduled": (_l("Report scheduled"), None),
+    "report.unscheduled": (_l("Report schedule removed"), None),
+}
+
+# Why a sign-in was refused (the audit detail "reason"); anything else is a failed exchange
+# with the identity provider, named by the library's exception class.
+SIGN_IN_REFUSALS = {
+    "missing_claims": _l("the identity provider sent no subject or email address"),
+    "no_access": _l("no group of the person maps to a role"),
+    "email_taken": _l("another account uses the email address"),
+    "deactivated": _l("the account is deactivated"),
+    "bad_credentials": _l("wrong email address or password"),
+    "stale_reauthentication": _l("the fresh sign-in was too old"),
+}
+
+TARGET_KINDS = {
+    "user": _l("User #%(id)s"),
+    "role": _l("Role %(id)s"),
+    "group": _l("Group %(id)s"),
+    "contact": _l("Contact #%(id)s"),
+    "segment": _l("Segment #%(id)s"),
+    "tag": _l("Tag #%(id)s"),
+    "tag_rule": _l("Tag rule #%(id)s"),
+    "scoring_rule": _l("Scoring rule #%(id)s"),
+    "campaign": _l("Campaign #%(id)s"),
+    "asset": _l("Content #%(id)s"),
+    "version": _l("Content version #%(id)s"),
+    "report": _l("Report #%(id)s"),
+    "report_schedule": _l("Report schedule #%(id)s"),
+    "import": _l("Import #%(id)s"),
+    "job": _l("Job #%(id)s"),
+    "file": _l("File %(id)s"),
+    "api_token": _l("API token %(id)s"),
+    "setting": _l("Setting %(id)s"),
+    "word": _l("Word %(id)s"),
+    "domain": _l("Domain %(id)s"),
+    "audit": _l("Audit log"),
+}
+
+
+class _Details(dict):
+    """Details as sentence parameters: lists and mappings read as text, missing ones as "—"."""
+
+    def __missing__(self, key: str) -> str:
+        return "—"
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self:
+            return self.__missing__(key)
+        return _readable(key, dict.__getitem__(self, key))
+
+
+def _readable(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return _("yes") if value else _("no")
+    if isinstance(value, Mapping):  # role grants: {name: source}
+        return join_list(label("role", name) for name in sorted(value)) or _("none")
+    if isinstance(value, list | tuple):
+        kind = {"permissions": "permission", "before": None, "after": None, "fields": "import_field"}.get(key)
+        if kind is None and value and all(str(v) in PERMISSIONS for v in value):
+            kind = "permission"
+        if kind is None and value and all(str(v) in ROLES for v in value):
+            kind = "role"
+        return join_list(label(kind, v) if kind else str(v) for v in value) or _("none")
+    if key == "role":
+        return label("role", value)
+    if key == "reason":
+        return str(SIGN_IN_REFUSALS.get(str(value), _("the answer of the identity provider was not valid")))
+    if key in ("event", "kind") and str(value) in EVENT_KINDS:
+        return label("event", value)
+    if key == "channel":
+        return label("channel", value)
+    if key == "setting":
+        return label("setting", value)
+    if key == "source":
+        return source_label(str(value))
+    if key == "via":
+        return {"sso": _("company SSO"), "local": _("a local account")}.get(str(value), str(value))
+    if key in ("before", "after") and str(value) in CONSENT_STATES:
+        return label("consent", value)
+    return "—" if value in (None, "") else str(value)
+
+
+def audit_action_label(action: str) -> str:
+    known = AUDIT_ACTIONS.get(action)
+    return str(known[0]) if known else action
+
+
+def audit_sentence(action: str, details: Mapping[str, Any] | None) -> str:
+    """The event's details as a sentence in the reader's language ("" when there is nothing to say)."""
+    described = audit.describe(action, dict(details or {}))
+    if described is not None:
+        return described
+    known = AUDIT_ACTIONS.get(action)
+    if not known or known[1] is None:
+        return ""
+    return str(known[1]) % _Details(details or {})
+
+
+def audit_target_label(target: str) -> str:
+    kind, _sep, ident = (target or "").partition(":")
+    pattern = TARGET_KINDS.get(kind)
+    if pattern is None:
+        return target
+    return str(pattern) % {"id": ident}
+
+
+def event_sentence(kind: str, properties: Mapping[str, Any] | None) -> str:
+    """What an event's properties say, as text (never as JSON)."""
+    props = dict(properties or {})
+    if kind == "stage_change":
+        return _(
+            "from %(before)s to %(after)s",
+            before=label("stage", props.get("from") or "new"),
+            after=label("stage", props.get("to")),
+        )
+    if kind == "consent_change":
+        return _(
+            "%(channel)s: %(before)s → %(after)s",
+            channel=label("channel", props.get("channel")),
+            before=label("consent", props.get("from")),
+            after=label("consent", props.get("to")),
+        )
+    if kind == "mql":
+        return _(
+            "score %(score)s reached the threshold %(threshold)s",
+            score=props.get("score"),
+            threshold=props.get("threshold"),
+        )
+    if kind == "email_open":
+        return ""
+    # Notes, offline activities, clicks and integration events: their values, plainly.
+    shown = [str(v) for k, v in props.items() if k not in ("delivery_id",) and v not in (None, "", [], {})]
+    return " · ".join(shown)

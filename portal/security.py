@@ -1,0 +1,99 @@
+"""The browser-side defences every response carries, and the preview frame they make necessary.
+
+Content-Security-Policy: scripts, styles, images, fonts and frames from the portal only; no
+inline script, style attribute or eval (so the templates keep their scripts in static files and
+their looks in app.css); no plugins, no <base> tricks, and no framing of the portal by others.
+An iframe with `srcdoc` inherits its parent's policy, so the email preview, whose HTML is full of
+inline styles and remote images by nature, is served by a route of its own, sandboxed, under a
+policy that allows those and nothing that runs."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from portal.access import signed_in
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "frame-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+# The email preview: the message's own inline styles and images, nothing that runs, no forms,
+# shown only inside the portal's own pages.
+PREVIEW_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src http: https: data:",
+        "font-src http: https: data:",
+        "frame-ancestors 'self'",
+        "sandbox",
+    ]
+)
+HSTS = "max-age=31536000; includeSubDomains"
+# A preview is kept this long for the frame to load it (seconds).
+PREVIEW_TTL = 600
+PREVIEW_KEY = "preview-frame:{user_id}:{token}"
+
+bp = Blueprint("security", __name__)
+
+
+def register(app: Flask) -> None:
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        # Behind that many proxies, the client's address, scheme and host are the ones they
+        # forwarded: rate limits and the audit trail see the person, not the proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    app.after_request(add_security_headers)
+    app.add_template_global(preview_frame_url)
+    app.register_blueprint(bp)
+
+
+def add_security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if current_app.config["PORTAL_ENV"] == "production":
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    signed_in_page = getattr(current_user, "is_authenticated", False) and request.endpoint != "static"
+    if signed_in_page or response.headers.get("Content-Disposition"):
+        # Signed-in pages and downloads hold personal data: no copy in any cache.
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def preview_frame_url(html: str) -> str:
+    """Keep `html` for a moment and return the URL the preview iframe loads it from; only the
+    person who asked can load it."""
+    token = secrets.token_urlsafe(24)
+    key = PREVIEW_KEY.format(user_id=current_user.id, token=token)
+    current_app.extensions["redis"].set(key, html.encode(), ex=PREVIEW_TTL)
+    return url_for("security.preview_frame", token=token)
+
+
+@bp.get("/preview-frame/<token>")
+@signed_in  # the page that rendered the preview checked its own permission; the key is this user's
+def preview_frame(token: str):
+    html = current_app.extensions["redis"].get(PREVIEW_KEY.format(user_id=current_user.id, token=token))
+    if html is None:
+        abort(404)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = PREVIEW_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
