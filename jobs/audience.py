@@ -17,7 +17,7 @@ def run_import(import_id: int, job_run_id: int | None = None) -> None:
             # The import page says why in plain words; the run is marked failed too.
             raise ImportFailed(job.failure)
         # The import's page tells the outcome in the reader's language; the run keeps figures only.
-        progress.update(100, f"{job.rows} / {job.rows}")
+        progress.update(100, "rows", done=job.rows, total=job.rows)
         if job_run_id:
             db.session.get(JobRun, job_run_id).result_ref = f"import:{job.id}"
             db.session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import time
 from datetime import timedelta
@@ -14,32 +15,36 @@ from jobs.tracking import tracked
 from portal.extensions import db
 from portal.queue import JobRun, redis_connection
 
+log = logging.getLogger(__name__)
+
 
 def run_diagnostics(job_run_id: int | None = None) -> str:
     """Check, from the worker's side, that it reaches the database, Redis and the SMTP server,
     and how long each takes; the result is written on the JobRun."""
     with tracked(job_run_id) as progress:
-        lines = []
-        started = time.perf_counter()
-        db.session.execute(text("SELECT 1"))
-        lines.append(f"database: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
-        progress.update(33, "\n".join(lines))
+        checks: list[dict] = []
 
-        started = time.perf_counter()
-        redis_connection().ping()
-        lines.append(f"redis: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
-        progress.update(66, "\n".join(lines))
+        def timed(name: str, check) -> None:
+            started = time.perf_counter()
+            try:
+                check()
+            except OSError as exc:
+                log.warning("diagnostics: %s not reachable: %s", name, exc)
+                checks.append({"name": name, "ok": False})
+            else:
+                checks.append({"name": name, "ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)})
+            progress.update(33 * len(checks), "checks", checks=checks)
 
+        timed("database", lambda: db.session.execute(text("SELECT 1")))
+        timed("redis", lambda: redis_connection().ping())
         url = urlsplit(current_app.config["SMTP_URL"])
-        started = time.perf_counter()
-        try:
+
+        def smtp_noop() -> None:
             with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=5) as smtp:
                 smtp.noop()
-            lines.append(f"smtp: ok ({(time.perf_counter() - started) * 1000:.1f} ms)")
-        except OSError as exc:
-            lines.append(f"smtp: unreachable ({exc})")
-        summary = "\n".join(lines)
-        progress.update(99, summary)
+
+        timed("smtp", smtp_noop)
+        summary = ", ".join(f"{c['name']}: {'ok' if c['ok'] else 'unreachable'}" for c in checks)
         if job_run_id is not None:
             db.session.get(JobRun, job_run_id).result_ref = "diagnostics"
             db.session.commit()

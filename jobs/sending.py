@@ -200,7 +200,7 @@ def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) 
             row.sent_at = utcnow() if row.status == "sent" else None
             outcome[row.status] += 1
             db.session.commit()
-            progress.update(100 * number // max(len(rows), 1), f"{outcome['sent']} sent, {outcome['failed']} failed")
+            progress.update(100 * number // max(len(rows), 1), "test_sends", **outcome)
     return outcome
 
 

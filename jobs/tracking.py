@@ -4,8 +4,10 @@ for a worker's restart and queued again."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from jobs import shutdown
 from portal.extensions import db
@@ -15,20 +17,28 @@ from portal.queue import JobRun, JobStatus
 log = logging.getLogger(__name__)
 
 
+def job_message(code: str, **figures: Any) -> str:
+    """What a JobRun's message column holds: a code and its figures, as JSON."""
+    return json.dumps({"code": code, **figures})
+
+
 class Progress:
     def __init__(self, job_run_id: int | None):
         self.job_run_id = job_run_id
 
-    def update(self, percent: int, message: str | None = None) -> None:
+    def update(self, percent: int, message: str | None = None, **figures: Any) -> None:
         """Commit progress so the polling page sees it at once. Also the job's checkpoint:
-        when the worker is stopping, raises ShutdownRequested (see `tracked`)."""
+        when the worker is stopping, raises ShutdownRequested (see `tracked`).
+
+        `message` is a code of `portal.labels.JOB_MESSAGES` and `figures` its parameters:
+        the page makes the sentence in the reader's language."""
         shutdown.checkpoint()
         run = self._run()
         if run is None:
             return
         run.progress = max(0, min(100, int(percent)))
         if message is not None:
-            run.message = message
+            run.message = job_message(message, **figures)
         db.session.commit()
 
     def _run(self) -> JobRun | None:

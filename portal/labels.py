@@ -8,6 +8,7 @@ their views; everything shared by several areas lives here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -159,7 +160,28 @@ JOB_KINDS = {
     "campaign_tick": _l("Campaign scheduler"),
 }
 
-HEALTH_CHECKS = {"database": _l("Database"), "redis": _l("Redis queue"), "workers": _l("Background workers")}
+CONTENT_FIELDS = {
+    "subject": _l("Subject"),
+    "preheader": _l("Preheader"),
+    "html_body": _l("HTML body"),
+    "text_body": _l("Plain-text body"),
+    "sms_text": _l("SMS text"),
+    "wecom_text": _l("Message"),
+}
+
+HEALTH_CHECKS = {
+    "database": _l("Database"),
+    "redis": _l("Redis queue"),
+    "workers": _l("Background workers"),
+    "smtp": _l("Mail server"),
+}
+
+# What a running job says about itself. Jobs store a code and figures (see
+# jobs.tracking.Progress.update); the page makes the sentence.
+JOB_MESSAGES = {
+    "test_sends": _l("%(sent)s sent, %(failed)s failed."),
+    "rows": _l("%(done)s of %(total)s rows."),
+}
 
 IMPORT_FIELDS = {
     "email": _l("Email"),
@@ -266,6 +288,7 @@ TABLES: Mapping[str, Mapping[str, Any]] = {
     "job_state": JOB_STATES,
     "job_kind": JOB_KINDS,
     "health": HEALTH_CHECKS,
+    "content_field": CONTENT_FIELDS,
     "import_field": IMPORT_FIELDS,
     "goal": GOAL_METRICS,
     "setting": SETTINGS,
@@ -346,6 +369,29 @@ def notification_text(kind: str, params: Mapping[str, Any] | None, fallback: str
     return str(sentence) % _Details(params or {})
 
 
+def job_message(stored: str) -> str:
+    """A JobRun's message in the reader's language: a code with figures, or the health checks
+    of a diagnostics run, one line each. Text from before messages were codes is shown as is."""
+    try:
+        data = json.loads(stored) if stored else None
+    except ValueError:
+        return stored
+    if not isinstance(data, dict):
+        return stored
+    code = data.get("code")
+    if code == "checks":
+        return "\n".join(_check_sentence(check) for check in data.get("checks", []))
+    sentence = JOB_MESSAGES.get(str(code))
+    return str(sentence) % _Details(data) if sentence is not None else ""
+
+
+def _check_sentence(check: Mapping[str, Any]) -> str:
+    name = label("health", check.get("name"))
+    if check.get("ok"):
+        return _("%(check)s: reachable (%(ms)s ms)", check=name, ms=check.get("ms"))
+    return _("%(check)s: not reachable", check=name)
+
+
 def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         label=label,
@@ -358,6 +404,7 @@ def register(app: Flask) -> None:
         event_sentence=event_sentence,
         join_list=join_list,
         notification_text=notification_text,
+        job_message=job_message,
     )
 
 
@@ -376,6 +423,11 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "user.roles_synced": (_l("Roles renewed from SSO groups"), _l("Roles: %(before)s → %(after)s.")),
     "local_admin.created": (_l("Break-glass account created"), _l("Local account %(email)s.")),
     "local_password.changed": (_l("Local password changed"), None),
+    "local_sign_in.locked": (
+        _l("Break-glass account locked"),
+        _l("%(email)s is locked after repeated wrong passwords."),
+    ),
+    "local_sign_in.unlocked": (_l("Break-glass account unlocked"), _l("%(email)s may sign in again.")),
     "role.created": (_l("Role created"), _l("Permissions: %(permissions)s.")),
     "role.changed": (_l("Role changed"), _l("Permissions: %(before)s → %(after)s.")),
     "sso_mapping.added": (_l("SSO mapping added"), _l("The group now gives the role %(role)s.")),
@@ -413,6 +465,8 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "import.uploaded": (_l("Contact file uploaded"), _l("%(bytes)s bytes.")),
     "import.started": (_l("Contact import started"), None),
     "import.finished": (_l("Contact import finished"), None),
+    "import.failed": (_l("Contact import failed"), None),
+    "import.encoding_chosen": (_l("File encoding chosen"), _l("Read as %(encoding)s.")),
     "privacy.exported": (_l("Personal data exported"), None),
     "privacy.erased": (_l("Personal data erased"), None),
     "api_token.created": (_l("API token created"), None),
@@ -429,6 +483,9 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "content.word_removed": (_l("Forbidden word removed"), None),
     "content.link_rule_added": (_l("Link rule added"), None),
     "content.link_rule_removed": (_l("Link rule removed"), None),
+    "content.template_saved": (_l("Saved as a template"), None),
+    "content.image_uploaded": (_l("Image uploaded"), _l("“%(name)s”.")),
+    "content.image_deleted": (_l("Image deleted"), _l("“%(name)s”.")),
     "campaign.created": (_l("Campaign created"), _l("“%(name)s”.")),
     "campaign.updated": (_l("Campaign changed"), None),
     "campaign.step_added": (_l("Step added"), _l("Step #%(step)s.")),
@@ -437,7 +494,7 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "campaign.test_send": (_l("Test send"), _l("Sent to %(to)s.")),
     "campaign.published": (_l("Campaign published"), _l("Starts at %(start_at)s.")),
     "campaign.pause": (_l("Campaign paused"), None),
-    "campaign.resume": (_l("Campaign resumed"), None),
+    "campaign.resumed": (_l("Campaign resumed"), None),
     "campaign.cancel": (_l("Campaign cancelled"), None),
     "campaign.auto_paused": (_l("Campaign paused automatically"), None),
     "campaign.started": (_l("Campaign started"), None),
@@ -461,6 +518,16 @@ SIGN_IN_REFUSALS = {
     "deactivated": _l("the account is deactivated"),
     "bad_credentials": _l("wrong email address or password"),
     "stale_reauthentication": _l("the fresh sign-in was too old"),
+    "locked": _l("the account is locked after repeated wrong passwords"),
+    "groups_missing": _l("the identity provider sent no groups, so the roles were kept as they were"),
+    "groups_overage": _l("the identity provider sent a link to the groups instead of the groups"),
+    "provider_unreachable": _l("the identity provider could not be reached"),
+    "access_denied": _l("the sign-in was cancelled at the identity provider"),
+    "login_required": _l("the identity provider asked for a sign-in"),
+    "interaction_required": _l("the identity provider needs the person to act"),
+    "consent_required": _l("the identity provider needs the person's consent"),
+    "server_error": _l("the identity provider reported an error"),
+    "temporarily_unavailable": _l("the identity provider is temporarily unavailable"),
 }
 
 TARGET_KINDS = {

@@ -11,7 +11,7 @@ space, a capital or a Chinese character; a lower-case identifier such as `runnin
 
 The allow-list holds what is the same in both languages:
 - proper names of products and formats a Chinese team says in Latin letters: Excel, WPS, WeCom
-  (企业微信 is shown beside it where it matters), PDF, CSV, XLSX, JSON, UTF-8, PostgreSQL, SQLite,
+  (企业微信 is shown beside it where it matters), PDF, CSV, XLSX, JSON, HTML, UTF-8, PostgreSQL, SQLite,
   Redis, OIDC;
 - marketing acronyms Chinese B2B teams use as they are: MQL, ROI, CPA, A/B;
 - units: ms, s, KB, MB, GB, px, h, d;
@@ -48,6 +48,7 @@ ALLOWED_LATIN = frozenset(
         "GIF",
         "WebP",
         "JSON",
+        "HTML",
         "UTF",
         "PostgreSQL",
         "SQLite",
@@ -248,10 +249,85 @@ def demo_portal(app):
         leftover.unlink()
     with app.app_context():
         load_demo_data()
+        uploaded = lived_in()
         # The previews fill templates with a sample contact: data too, not UI text.
-        data = human_data(db) + "\n" + "\n".join(_strings(sample_variables()))
+        data = "\n".join([human_data(db), *_strings(sample_variables()), uploaded])
         db.session.remove()
     return data
+
+
+def lived_in() -> str:
+    """What a team's days leave behind beyond the demo data, so that the crawl meets the pages
+    and sentences of those states too: changes requested and a new version under review (the
+    diff), a contact with custom fields, notes, activity and changed consent, an import with
+    rejected rows and one that failed, finished diagnostics, refused sign-ins and a locked
+    break-glass account in the audit log, and the notifications all of this sends. Returns the
+    text of the uploaded files: the rejected rows show it back as the file had it, as data."""
+    import io
+
+    from sqlalchemy import select
+
+    from jobs.maintenance import run_diagnostics
+    from portal.audience import importing
+    from portal.audience import service as audience
+    from portal.audience.models import Contact
+    from portal.auth import service as auth
+    from portal.auth.models import User
+    from portal.content import service as content
+    from portal.content.models import Asset
+    from portal.extensions import db
+    from portal.queue import JobRun
+
+    def person(email: str) -> User:
+        return db.session.scalar(select(User).where(User.email == email))
+
+    author, reviewer = person("ops@example.com"), person("reviewer@example.com")
+    admin = person("admin@example.com") or reviewer
+
+    sms = db.session.scalar(select(Asset).where(Asset.kind == "sms"))
+    content.request_changes(reviewer, sms.latest.id, "请把时间写成“明天下午两点”，并加上会场地址。")
+    draft = content.new_draft_from(author, sms.id)
+    content.save_draft(
+        author,
+        draft.id,
+        {
+            "sms_text": "【示例科技】{{ contact.name | default('您') }}好，"
+            "发布会明天下午两点在上海国际会议中心开始。回T退订"
+        },
+    )
+    content.submit_for_review(author, draft.id)
+
+    contact = db.session.scalar(select(Contact).order_by(Contact.id).limit(1))
+    audience.update_contact(
+        author,
+        contact.id,
+        {"email": contact.email, "mobile": contact.mobile, "name": contact.name},
+        attributes=[("会员等级", "金卡"), ("来源渠道", "展会")],
+    )
+    audience.add_note(author, contact.id, "展会上聊过，对新品很感兴趣。")
+    audience.log_activity(author, contact.id, "trade_show", note="上海展会")
+    audience.change_consent(author, contact.id, "sms", "withdrawn")
+
+    rows = "邮箱,手机,姓名,营销同意\nli@example.cn,13800138001,李雷,是\n不是邮箱,123,韩梅梅,也许\n"
+    upload = importing.save_upload(author, "展会名单.csv", io.BytesIO(rows.encode("gb18030")))
+    importing.confirm(
+        author, upload.id, {"0": "email", "1": "mobile", "2": "name", "3": "consent_email"}, "fill", "none"
+    )
+    importing.run_import(upload.id)
+    broken = importing.save_upload(author, "名单.csv", io.BytesIO("邮箱,姓名\na@example.cn,张三\n".encode()))
+    importing.confirm(author, broken.id, {"0": "email", "1": "name"}, "fill", "none")
+    importing.upload_path(broken).unlink()  # the upload vanished before the worker read it
+    importing.run_import(broken.id)
+
+    run = JobRun(kind="diagnostics", job_name="jobs.maintenance.run_diagnostics", queue="default")
+    run.created_by_id = admin.id
+    db.session.add(run)
+    db.session.commit()
+    run_diagnostics(run.id)
+
+    for reason in ("provider_unreachable", "access_denied", "MismatchingStateError", "groups_missing"):
+        auth.record_failed_sso(reason, "", "203.0.113.9")
+    return rows
 
 
 def sign_in(client, subject: str) -> None:

@@ -39,7 +39,7 @@ def _hash(token: str) -> str:
 def create_token(actor: Any, name: str) -> str:
     """A new token, returned once; only its hash is stored."""
     if not name.strip():
-        raise AudienceError("Name the integration.")
+        raise AudienceError("token_name_empty")
     token = "mp_" + secrets.token_urlsafe(32)
     db.session.add(ApiToken(name=name.strip()[:100], token_hash=_hash(token), created_by_id=actor.id))
     audit.record(actor, "api_token.created", f"api_token:{name.strip()[:100]}")
@@ -50,7 +50,7 @@ def create_token(actor: Any, name: str) -> str:
 def revoke_token(actor: Any, token_id: int) -> None:
     row = db.session.get(ApiToken, token_id)
     if row is None or row.revoked_at:
-        raise AudienceError("No such active token.")
+        raise AudienceError("no_such_token")
     row.revoked_at = utcnow()
     audit.record(actor, "api_token.revoked", f"api_token:{row.name}")
     db.session.commit()

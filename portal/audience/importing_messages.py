@@ -99,7 +99,8 @@ def failure(job: ImportJob) -> str:
             updated=job.updated,
         )
         return f"{reason} {done}"
-    return f"{reason} {_('Nothing was changed.')}"
+    nothing = _("Nothing was changed.")
+    return f"{reason} {nothing}"
 
 
 def problem(code: str, params: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from portal.models_base import utcnow
 
 def _check(actor: Any, signed_in_at: datetime | None) -> None:
     if not actor.can(Permission.PRIVACY_REQUESTS):
-        raise AudienceError("You may not handle privacy requests.")
+        raise AudienceError("may_not_handle_privacy")
     check_recent_sign_in(signed_in_at)
 
 
@@ -29,7 +29,7 @@ def export_person(actor: Any, contact_id: int, signed_in_at: datetime | None) ->
     _check(actor, signed_in_at)
     contact = db.session.get(Contact, contact_id)
     if contact is None:
-        raise AudienceError("No such contact.")
+        raise AudienceError("no_such_contact")
     data = {
         "contact": {c.name: _plain(getattr(contact, c.key)) for c in Contact.__table__.columns},
         "consent": [
@@ -63,7 +63,7 @@ def erase_person(actor: Any, contact_id: int, signed_in_at: datetime | None) -> 
     _check(actor, signed_in_at)
     contact = db.session.get(Contact, contact_id)
     if contact is None:
-        raise AudienceError("No such contact.")
+        raise AudienceError("no_such_contact")
     if contact.email:
         suppress("email", contact.email, "erased")
     if contact.mobile:

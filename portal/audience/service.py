@@ -64,6 +64,12 @@ class AudienceError(Refusal, ValueError):
         "no_such_segment": _l("No such segment."),
         "segment_in_use": _l("%(count)s campaigns use this segment: change their audience first."),
         "no_such_user": _l("No such user."),
+        "may_not_handle_privacy": _l("You may not handle privacy requests."),
+        "token_name_empty": _l("Name the integration."),
+        "attribute_name_too_long": _l("The field name “%(name)s” is longer than %(limit)s characters."),
+        "attribute_value_too_long": _l("The value of “%(name)s” is longer than %(limit)s characters."),
+        "attribute_twice": _l("The field “%(name)s” is named twice."),
+        "no_such_token": _l("No such active token."),
         "needs_address": _l("A contact needs an email address or a mobile number."),
         "suppressed": _l("This person asked to be forgotten or is suppressed; they cannot be added again."),
         "duplicate_contact": _l("A contact with this email or mobile exists already (#%(id)s)."),
@@ -245,11 +251,24 @@ def _contact(contact_id: int) -> Contact:
     return contact
 
 
-def update_contact(actor: Any, contact_id: int, values: dict[str, Any]) -> Contact:
-    """Change a contact's fields (email and mobile included: still unique, still not suppressed)."""
+def update_contact(
+    actor: Any, contact_id: int, values: dict[str, Any], attributes: list[tuple[str, str]] | None = None
+) -> Contact:
+    """Change a contact's fields (email and mobile included: still unique, still not suppressed)
+    and, when `attributes` is given, its custom fields: the (name, value) pairs replace them, a
+    pair with an empty name or value removes that field."""
     contact = _contact(contact_id)
     cleaned = _cleaned({k: v for k, v in values.items() if k in ("email", "mobile", *EDITABLE_FIELDS)})
     changes = {k: v for k, v in cleaned.items() if getattr(contact, k) != v}
+    attribute_changes: list[str] = []
+    if attributes is not None:
+        before = dict(contact.attributes or {})
+        after = _cleaned_attributes(attributes, before)
+        attribute_changes = sorted(
+            f"attr:{name}" for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+        )
+        if attribute_changes:
+            contact.attributes = after
     if "email" in changes or "mobile" in changes:
         email, mobile = cleaned.get("email", contact.email), cleaned.get("mobile", contact.mobile)
         if not email and not mobile:
@@ -266,10 +285,30 @@ def update_contact(actor: Any, contact_id: int, values: dict[str, Any]) -> Conta
             raise AudienceError("suppressed")
     for key, value in changes.items():
         setattr(contact, key, value)
-    if changes:
-        audit.record(actor, "contact.updated", f"contact:{contact.id}", {"fields": sorted(changes)})
+    if changes or attribute_changes:
+        audit.record(actor, "contact.updated", f"contact:{contact.id}", {"fields": sorted(changes) + attribute_changes})
     db.session.commit()
     return contact
+
+
+ATTRIBUTE_NAME_MAX, ATTRIBUTE_VALUE_MAX = 64, 1000
+
+
+def _cleaned_attributes(pairs: list[tuple[str, str]], before: dict[str, Any]) -> dict[str, Any]:
+    after: dict[str, Any] = {}
+    for raw_name, raw_value in pairs:
+        name, value = (raw_name or "").strip(), (raw_value or "").strip()
+        if not name or not value:
+            continue
+        if len(name) > ATTRIBUTE_NAME_MAX:
+            raise AudienceError("attribute_name_too_long", name=name[:20] + "…", limit=ATTRIBUTE_NAME_MAX)
+        if len(value) > ATTRIBUTE_VALUE_MAX:
+            raise AudienceError("attribute_value_too_long", name=name, limit=ATTRIBUTE_VALUE_MAX)
+        if name in after:
+            raise AudienceError("attribute_twice", name=name)
+        # An imported number stays a number while nobody changes it.
+        after[name] = before[name] if name in before and str(before[name]) == value else value
+    return after
 
 
 def change_consent(actor: Any, contact_id: int, channel: str, status: str) -> bool:

@@ -224,17 +224,26 @@ def edit_contact(contact_id: int):
     form.owner_id.choices = forms.owner_choices()
     if request.method == "GET":
         form.owner_id.data = str(contact.owner_id or "")
+        attributes = [(name, str(value)) for name, value in (contact.attributes or {}).items()]
+    else:  # shown again as typed when the save is refused
+        attributes = list(zip(request.form.getlist("attr_name"), request.form.getlist("attr_value"), strict=False))
     if form.validate_on_submit():
         try:
-            service.update_contact(_actor(), contact.id, {k: getattr(form, k).data for k in CONTACT_FIELDS})
+            service.update_contact(
+                _actor(), contact.id, {k: getattr(form, k).data for k in CONTACT_FIELDS}, attributes=attributes
+            )
             service.change_owner(_actor(), contact.id, int(form.owner_id.data) if form.owner_id.data else None)
         except service.AudienceError as exc:
             db.session.rollback()
-            form.email.errors = [str(exc)]
+            if exc.code.startswith("attribute_"):
+                flash(str(exc), "error")
+            else:
+                form.email.errors = [str(exc)]
         else:
             flash(_("Contact saved."), "success")
             return redirect_after_post(url_for("audience.contact", contact_id=contact.id))
-    return render_template("audience/contact_form.html", form=form, contact=contact), (
+    attributes = [(name, value) for name, value in attributes if name.strip() or value.strip()]
+    return render_template("audience/contact_form.html", form=form, contact=contact, attributes=attributes), (
         422 if form.is_submitted() else 200
     )
 

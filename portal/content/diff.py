@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -244,11 +245,11 @@ def compare_blocks(before: list[str], after: list[str]) -> list[Block]:
     return result
 
 
-def source_lines(fields: dict[str, str]) -> list[str]:
+def source_lines(fields: dict[str, str], field_label: Callable[[str], str] = str) -> list[str]:
     lines = []
     for name, value in fields.items():
         if value:
-            lines.append(f"[{name}]")
+            lines.append(f"[{field_label(name)}]")
             lines.extend(value.splitlines())
     return lines
 
@@ -260,6 +261,7 @@ def review_diff(
     rendered: tuple[dict[str, str], dict[str, str]],
     sources: tuple[dict[str, Any], dict[str, Any]],
     block_lists: tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]] | None = None,
+    field_label: Callable[[str], str] = str,
 ) -> ReviewDiff:
     """Compare two versions from their rendered fields (before, after) and their sources.
     With block documents (`block_lists`, from blocks.block_summaries), the blocks are compared
@@ -278,7 +280,9 @@ def review_diff(
     if block_lists is not None:
         diff.block_changes = compare_block_documents(*block_lists)
         sources = tuple({k: v for k, v in side.items() if k not in ("html_body", "text_body")} for side in sources)
-    unified = difflib.unified_diff(source_lines(sources[0]), source_lines(sources[1]), lineterm="", n=2)
+    unified = difflib.unified_diff(
+        source_lines(sources[0], field_label), source_lines(sources[1], field_label), lineterm="", n=2
+    )
     for line in list(unified)[2:]:
         change = ADDED if line.startswith("+") else REMOVED if line.startswith("-") else SAME
         diff.source.append((change, line))

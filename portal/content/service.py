@@ -15,7 +15,7 @@ from typing import Any
 import nh3
 from sqlalchemy import String, cast, func, or_, select
 
-from portal import audit
+from portal import audit, labels
 from portal.access import Permission
 from portal.auth.models import User
 from portal.content import blocks, diff, lint, starters
@@ -631,7 +631,15 @@ def review_changes(version: AssetVersion) -> diff.ReviewDiff | None:
     block_lists = None
     if base.blocks or version.blocks:
         block_lists = (blocks.block_summaries(base.blocks), blocks.block_summaries(version.blocks))
-    changes = diff.review_diff(base.number, base.status, kind, (rendered[0], rendered[1]), sources, block_lists)
+    changes = diff.review_diff(
+        base.number,
+        base.status,
+        kind,
+        (rendered[0], rendered[1]),
+        sources,
+        block_lists,
+        field_label=lambda name: labels.label("content_field", name),
+    )
     requests = [c.body for c in base.comments if c.kind == "changes_requested"]
     changes.requested = requests[-1] if requests else ""
     return changes

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from portal import storage
+from portal import labels, storage
 from portal.access import Permission, public, require, require_any
 from portal.auth.models import User
 from portal.content import blocks, lint, media, service
@@ -148,14 +148,7 @@ RENDER_LIMITS = {
     "not_allowed": _l("it does something a message may not do"),
     "render_error": _l("it fails while rendering (for example a division by zero, or text used as a number)"),
 }
-FIELD_LABELS = {
-    "subject": _l("Subject"),
-    "preheader": _l("Preheader"),
-    "html_body": _l("HTML body"),
-    "text_body": _l("Plain-text body"),
-    "sms_text": _l("SMS text"),
-    "wecom_text": _l("Message"),
-}
+FIELD_LABELS = labels.CONTENT_FIELDS
 
 
 def content_error_message(error: service.ContentError) -> str:

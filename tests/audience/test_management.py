@@ -63,6 +63,61 @@ def test_editing_a_contact_changes_its_fields_and_owner_and_is_audited(app, clie
     assert "联系人已保存。" in page and "王经理" in page
 
 
+def test_custom_fields_are_changed_added_and_removed_on_the_edit_page(app, client, login_as):
+    login_as("operations_specialist")
+    contact_id = _contact(app)
+    with app.app_context():
+        contact = db.session.get(Contact, contact_id)
+        contact.attributes = {"会员等级": "金卡", "积分": 1200, "旧字段": "x"}
+        email = contact.email
+        db.session.commit()
+    form = client.get(f"/audience/contacts/{contact_id}/edit").get_data(as_text=True)
+    assert "自定义字段" in form and 'value="会员等级"' in form and 'value="1200"' in form
+    response = client.post(
+        f"/audience/contacts/{contact_id}/edit",
+        data={
+            "email": email,
+            "owner_id": "",
+            "attr_name": ["会员等级", "积分", "旧字段", "来源渠道"],
+            "attr_value": ["白金卡", "1200", "", "展会"],
+        },
+    )
+    assert response.status_code == 303
+    with app.app_context():
+        # The unchanged number stays a number; the cleared field is gone; the new one is kept.
+        assert db.session.get(Contact, contact_id).attributes == {
+            "会员等级": "白金卡",
+            "积分": 1200,
+            "来源渠道": "展会",
+        }
+        details = db.session.scalars(
+            select(AuditEvent.details).where(AuditEvent.action == "contact.updated").order_by(AuditEvent.id.desc())
+        ).first()
+        assert [f for f in details["fields"] if f.startswith("attr:")] == [
+            "attr:会员等级",
+            "attr:旧字段",
+            "attr:来源渠道",
+        ]
+    timeline = client.get(f"/audience/contacts/{contact_id}").get_data(as_text=True)
+    assert "白金卡" in timeline
+
+
+def test_a_custom_field_named_twice_is_refused_and_what_was_typed_stays(app, client, login_as):
+    login_as("operations_specialist")
+    contact_id = _contact(app)
+    with app.app_context():
+        email = db.session.get(Contact, contact_id).email
+    response = client.post(
+        f"/audience/contacts/{contact_id}/edit",
+        data={"email": email, "owner_id": "", "attr_name": ["行业细分", "行业细分"], "attr_value": ["零售", "快消"]},
+    )
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "字段“行业细分”出现了两次" in page and 'value="快消"' in page
+    with app.app_context():
+        assert not db.session.get(Contact, contact_id).attributes
+
+
 def test_an_email_another_contact_has_is_refused_with_a_chinese_sentence(app, client, login_as):
     login_as("operations_specialist")
     first, second = (_contact(app), _contact(app))

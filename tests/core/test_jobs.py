@@ -1,6 +1,8 @@
+import json
 import time
 
 from portal.extensions import db
+from portal.labels import job_message
 from portal.queue import JobRun, enqueue
 
 
@@ -34,9 +36,15 @@ def test_job_round_trip_through_a_real_worker(app, smtp, start_worker, make_user
     assert run.status == "finished"
     assert run.progress == 100
     assert run.created_by_id == admin_id
-    assert "database: ok" in run.message
-    assert "redis: ok" in run.message
-    assert "smtp: ok" in run.message
+    checks = json.loads(run.message)["checks"]
+    assert [(c["name"], c["ok"]) for c in checks] == [("database", True), ("redis", True), ("smtp", True)]
+    # The person who started it reads the checks in their language, never the codes.
+    with app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        shown = job_message(run.message)
+    assert "数据库：可连接" in shown and "邮件服务器：可连接" in shown
+    assert "database" not in shown and "smtp" not in shown
+    with app.test_request_context(headers={"Accept-Language": "en"}):
+        assert "Mail server: reachable" in job_message(run.message)
     assert run.started_at <= run.finished_at
 
 
