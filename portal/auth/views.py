@@ -179,9 +179,11 @@ def callback():
     # The provider's auth_time, when sent, is when the person really authenticated: a token
     # minted from an hour-old provider session is not a recent sign-in for high-risk actions,
     # and its second factor, if any, is as old.
-    _start_session(user, authenticated_at or now, authenticated_at if second_factor else None)
+    # A second factor counts from the provider's auth_time, so a token without one has none.
+    second_factor_at = authenticated_at if second_factor else None
+    _start_session(user, authenticated_at or now, second_factor_at)
     session["id_token"] = token.get("id_token")
-    if stepping_up and second_factor:
+    if second_factor_at is not None:
         mfa.record_provider_step_up(user, factors, request.remote_addr or "")
     return redirect(safe_next(target))
 

@@ -202,3 +202,17 @@ def test_the_settings_page_shows_the_step_up_policy_in_words(app, client, login_
     assert "10 分钟" in policy
     assert "一次性验证码" in policy and "指纹" in policy
     assert "audience.bulk_export" not in policy and ">otp<" not in policy
+
+
+def test_a_sign_in_that_already_shows_a_second_factor_counts_as_a_step_up(app, client, demo_mapping):
+    segment_id = a_segment(app)
+    claims = {**MANAGER, "email": "zheng@example.com", "acr": "urn:okta:loa:1fa:pwd", "amr": ["pwd", "hwk"]}
+    dev_provider_sign_in(app, client, "zheng", claims, "/auth/sso?next=/")
+    exported = client.post(f"/audience/segments/{segment_id}/export", data={"format": "csv"})
+    assert exported.status_code == 303
+    [event] = audit_events(app, "step_up.confirmed")
+    assert event.details["amr"] == ["pwd", "hwk"] and event.details["acr"] == "urn:okta:loa:1fa:pwd"
+    from portal.labels import audit_sentence
+
+    with app.test_request_context():  # the audit log names the methods in words, not codes
+        assert "硬件安全密钥" in audit_sentence("step_up.confirmed", event.details)
