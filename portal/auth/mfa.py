@@ -157,14 +157,6 @@ def enrol_totp(user: User, secret: str, code: str) -> list[str]:
     return codes
 
 
-def new_recovery_codes(user: User) -> list[str]:
-    """Replace the account's recovery codes (the old ones stop working); shown once."""
-    codes = _replace_recovery_codes(user)
-    audit.record(user, "recovery_codes.renewed", f"user:{user.id}", {"recovery_codes": len(codes)})
-    db.session.commit()
-    return codes
-
-
 def _replace_recovery_codes(user: User) -> list[str]:
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.user_id == user.id))
     codes = []

@@ -117,7 +117,9 @@ def test_wrong_codes_lock_the_account_like_wrong_passwords(app, client):
     assert "local_sign_in.locked" in {event.action for event in events(app)}
     late = app.test_client()
     assert sign_in_with_password(late).status_code == 422  # locked: even the right password
-    assert browser.post("/auth/local/code", data={"code": code(secret)}).status_code in (302, 422)
+    # The right code cannot undo the lockout either, and the sign-in starts again from the password.
+    assert browser.post("/auth/local/code", data={"code": code(secret)}).status_code == 422
+    assert browser.get("/auth/local/code").headers["Location"].startswith("/auth/local")
     assert browser.get("/").status_code == 302
 
 
