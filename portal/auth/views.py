@@ -178,8 +178,7 @@ def callback():
     target = session.pop("after_sign_in", None)
     # The provider's auth_time, when sent, is when the person really authenticated: a token
     # minted from an hour-old provider session is not a recent sign-in for high-risk actions,
-    # and its second factor, if any, is as old.
-    # A second factor counts from the provider's auth_time, so a token without one has none.
+    # and its second factor, if any, is as old (without an auth_time, none counts).
     second_factor_at = authenticated_at if second_factor else None
     _start_session(user, authenticated_at or now, second_factor_at)
     session["id_token"] = token.get("id_token")
