@@ -2,7 +2,7 @@
 
 Every view declares its access with `@require(...)` or `@public`; a test walks the URL map
 and fails on any endpoint that declares neither. Rules about people rather than roles
-(four-eyes review, recent sign-in for high-risk actions) live in the services.
+(four-eyes review, a recent second factor for high-risk actions) live in the services.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class Permission(enum.StrEnum):
     JOBS_VIEW = "system.jobs"
 
 
-# Using these needs a sign-in less than ten minutes old (checked in the services).
+# The one list of high-risk permissions: using one needs a second factor confirmed within the
+# freshness window (STEP_UP_MINUTES; checked in the services by `check_step_up`).
 HIGH_RISK: frozenset[Permission] = frozenset(
     {
         Permission.CAMPAIGN_DELETE,
@@ -70,29 +71,48 @@ HIGH_RISK: frozenset[Permission] = frozenset(
     }
 )
 
-# High-risk actions need a sign-in at most this old.
-RECENT_SIGN_IN = timedelta(minutes=10)
-# The session key holding the time (ISO 8601, UTC) of the last interactive sign-in.
+# The freshness window when no app is configured (STEP_UP_MINUTES overrides it).
+STEP_UP_WINDOW = timedelta(minutes=10)
+# Session keys: the time (ISO 8601, UTC) of the last interactive sign-in, and of the last second
+# factor confirmed (the provider's acr/amr at an SSO sign-in, the break-glass account's TOTP code).
 SIGNED_IN_AT_KEY = "signed_in_at"
+SECOND_FACTOR_AT_KEY = "second_factor_at"
 
 
 class ReauthenticationRequired(Exception):
-    """The action is high-risk and the sign-in is older than RECENT_SIGN_IN."""
+    """The action is high-risk and the person has not confirmed who they are (with a second
+    factor, when MFA_REQUIRED) within the freshness window."""
 
 
-def check_recent_sign_in(signed_in_at: datetime | None, now: datetime | None = None) -> None:
-    """Services call this before a high-risk action; views pass the session's sign-in time
-    (`session_signed_in_at()`) and turn the error into a fresh sign-in."""
+def step_up_window() -> timedelta:
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return timedelta(minutes=current_app.config.get("STEP_UP_MINUTES", 10))
+    return STEP_UP_WINDOW
+
+
+def check_step_up(confirmed_at: datetime | None, now: datetime | None = None) -> None:
+    """Services call this before a high-risk action with the time the person last confirmed
+    who they are to the standard high-risk actions need (views pass `session_step_up_at()`);
+    raises ReauthenticationRequired when there is none within the freshness window, which the
+    views turn into a step-up (then back to the action)."""
     now = now or datetime.now(UTC)
-    if signed_in_at is None or now - signed_in_at > RECENT_SIGN_IN:
+    if confirmed_at is None or now - confirmed_at > step_up_window():
         raise ReauthenticationRequired
 
 
-def session_signed_in_at() -> datetime | None:
-    from flask import session
+def session_step_up_at() -> datetime | None:
+    """When the signed-in person last confirmed who they are for high-risk actions: the time of
+    their last second factor, or (with MFA_REQUIRED off) of their last interactive sign-in or
+    second factor, whichever is later."""
+    from flask import current_app, session
 
-    raw = session.get(SIGNED_IN_AT_KEY)
-    return datetime.fromisoformat(raw) if raw else None
+    keys = [SECOND_FACTOR_AT_KEY]
+    if not current_app.config.get("MFA_REQUIRED", True):
+        keys.append(SIGNED_IN_AT_KEY)
+    times = [datetime.fromisoformat(session[key]) for key in keys if session.get(key)]
+    return max(times, default=None)
 
 
 P = Permission

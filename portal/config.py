@@ -40,6 +40,10 @@ ENV_SETTINGS: dict[str, type] = {
     "OIDC_SCOPES": str,
     "OIDC_TOKEN_AUTH_METHOD": str,
     "OIDC_POST_LOGOUT_REDIRECT": str,
+    "OIDC_MFA_ACR": str,
+    "OIDC_MFA_AMR": str,
+    "MFA_REQUIRED": bool,
+    "STEP_UP_MINUTES": int,
     "TRUSTED_PROXY_HOPS": int,
     "SMTP_URL": str,
     "MAIL_FROM": str,
@@ -95,6 +99,17 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "OIDC_TOKEN_AUTH_METHOD": "client_secret_basic",
         # Where the provider sends the browser after sign-out; empty = the portal's sign-in page.
         "OIDC_POST_LOGOUT_REDIRECT": "",
+        # High-risk actions (bulk export, privacy requests, bulk edits, deletions): the
+        # `acr_values` the portal asks the provider for when it re-authenticates the person
+        # (space separated; e.g. Keycloak's LoA "gold", Entra's custom "c1"); an answer whose `acr`
+        # is one of them counts as a second factor. Empty = ask for none, rely on `amr`.
+        "OIDC_MFA_ACR": "",
+        # The `amr` values (RFC 8176) that count as a second factor when the ID token lists one.
+        "OIDC_MFA_AMR": "mfa otp hwk swk sms fpt face",
+        # High-risk actions need a second factor confirmed within STEP_UP_MINUTES (company SSO:
+        # acr/amr above; the break-glass account: its TOTP code). Off = a fresh sign-in is enough.
+        "MFA_REQUIRED": True,
+        "STEP_UP_MINUTES": 10,
         # Reverse proxies in front of the portal whose X-Forwarded-For/-Proto/-Host are trusted.
         "TRUSTED_PROXY_HOPS": 0,
         "SMTP_URL": "smtp://127.0.0.1:8025",

@@ -67,17 +67,17 @@ PERMISSION_AREAS: tuple[tuple[Any, tuple[tuple[Permission, Any, Any], ...]], ...
             (
                 P.AUDIENCE_BULK_EDIT,
                 _l("Change many contacts at once"),
-                _l("Tag or untag more than 1,000 contacts (needs a recent sign-in)."),
+                _l("Tag or untag more than 1,000 contacts (needs a second factor)."),
             ),
             (
                 P.AUDIENCE_BULK_EXPORT,
                 _l("Export contacts"),
-                _l("Download segments and selections of contacts (needs a recent sign-in)."),
+                _l("Download segments and selections of contacts (needs a second factor)."),
             ),
             (
                 P.PRIVACY_REQUESTS,
                 _l("Handle privacy requests"),
-                _l("Export or erase everything held about a person (needs a recent sign-in)."),
+                _l("Export or erase everything held about a person (needs a second factor)."),
             ),
         ),
     ),
@@ -89,7 +89,7 @@ PERMISSION_AREAS: tuple[tuple[Any, tuple[tuple[Permission, Any, Any], ...]], ...
             (P.CAMPAIGN_TEST_SEND, _l("Send tests"), _l("Send a campaign's messages to internal test addresses.")),
             (P.CAMPAIGN_EXECUTE, _l("Run campaigns"), _l("Pause and resume running campaigns.")),
             (P.CAMPAIGN_PUBLISH, _l("Publish campaigns"), _l("Start a campaign now or schedule it.")),
-            (P.CAMPAIGN_DELETE, _l("Delete campaigns"), _l("Delete a campaign (needs a recent sign-in).")),
+            (P.CAMPAIGN_DELETE, _l("Delete campaigns"), _l("Delete a campaign (needs a second factor).")),
         ),
     ),
     (
@@ -275,6 +275,31 @@ SETTINGS = {
     "content.link_allow_list": _l("Allowed link domains"),
 }
 
+# Authentication methods an identity provider reports in `amr` (RFC 8176).
+AMR_METHODS = {
+    "mfa": _l("several factors"),
+    "otp": _l("one-time code"),
+    "hwk": _l("hardware security key"),
+    "swk": _l("software key"),
+    "sms": _l("code by text message"),
+    "tel": _l("phone call"),
+    "fpt": _l("fingerprint"),
+    "face": _l("face recognition"),
+    "iris": _l("iris scan"),
+    "retina": _l("retina scan"),
+    "vbm": _l("voice recognition"),
+    "geo": _l("location"),
+    "pin": _l("PIN"),
+    "pwd": _l("password"),
+    "kba": _l("security questions"),
+    "mca": _l("several channels"),
+    "pop": _l("proof of possession of a key"),
+    "rba": _l("risk-based check"),
+    "sc": _l("smart card"),
+    "user": _l("user presence test"),
+    "wia": _l("Windows sign-in"),
+}
+
 LINK_LISTS = {"allow": _l("Allowed"), "deny": _l("Denied"), "shortener": _l("Link shortener")}
 
 TABLES: Mapping[str, Mapping[str, Any]] = {
@@ -292,6 +317,7 @@ TABLES: Mapping[str, Mapping[str, Any]] = {
     "import_field": IMPORT_FIELDS,
     "goal": GOAL_METRICS,
     "setting": SETTINGS,
+    "amr": AMR_METHODS,
 }
 
 
@@ -423,11 +449,17 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "user.roles_synced": (_l("Roles renewed from SSO groups"), _l("Roles: %(before)s → %(after)s.")),
     "local_admin.created": (_l("Break-glass account created"), _l("Local account %(email)s.")),
     "local_password.changed": (_l("Local password changed"), None),
-    "local_sign_in.locked": (
-        _l("Break-glass account locked"),
-        _l("%(email)s is locked after repeated wrong passwords."),
+    "local_sign_in.locked": (_l("Break-glass sign-in locked"), _l("Too many wrong passwords or codes for %(email)s.")),
+    "local_sign_in.unlocked": (_l("Break-glass sign-in unlocked"), _l("Lockout of %(email)s lifted.")),
+    "totp.enrolled": (
+        _l("Second factor set up"),
+        _l("Authenticator app enrolled; %(recovery_codes)s recovery codes made."),
     ),
-    "local_sign_in.unlocked": (_l("Break-glass account unlocked"), _l("%(email)s may sign in again.")),
+    "step_up.confirmed": (_l("Second factor confirmed"), _l("Confirmed through %(via)s (acr %(acr)s, amr %(amr)s).")),
+    "step_up.refused": (
+        _l("Second factor not confirmed"),
+        _l("Not confirmed through %(via)s: %(reason)s (acr %(acr)s, amr %(amr)s)."),
+    ),
     "role.created": (_l("Role created"), _l("Permissions: %(permissions)s.")),
     "role.changed": (_l("Role changed"), _l("Permissions: %(before)s → %(after)s.")),
     "sso_mapping.added": (_l("SSO mapping added"), _l("The group now gives the role %(role)s.")),
@@ -518,7 +550,6 @@ SIGN_IN_REFUSALS = {
     "deactivated": _l("the account is deactivated"),
     "bad_credentials": _l("wrong email address or password"),
     "stale_reauthentication": _l("the fresh sign-in was too old"),
-    "locked": _l("the account is locked after repeated wrong passwords"),
     "groups_missing": _l("the identity provider sent no groups, so the roles were kept as they were"),
     "groups_overage": _l("the identity provider sent a link to the groups instead of the groups"),
     "provider_unreachable": _l("the identity provider could not be reached"),
@@ -528,6 +559,10 @@ SIGN_IN_REFUSALS = {
     "consent_required": _l("the identity provider needs the person's consent"),
     "server_error": _l("the identity provider reported an error"),
     "temporarily_unavailable": _l("the identity provider is temporarily unavailable"),
+    "locked": _l("the account is locked after too many wrong attempts"),
+    "bad_code": _l("wrong or reused code from the authenticator app"),
+    "no_second_factor": _l("the identity provider did not confirm a second factor"),
+    "not_enrolled": _l("no second factor is set up"),
 }
 
 TARGET_KINDS = {
@@ -572,6 +607,8 @@ def _readable(key: str, value: Any) -> str:
         return _("yes") if value else _("no")
     if isinstance(value, Mapping):  # role grants: {name: source}
         return join_list(label("role", name) for name in sorted(value)) or _("none")
+    if key == "amr" and isinstance(value, list | tuple):
+        return join_list(label("amr", v) for v in value) or _("none")
     if isinstance(value, list | tuple):
         kind = {"permissions": "permission", "before": None, "after": None, "fields": "import_field"}.get(key)
         if kind is None and value and all(str(v) in PERMISSIONS for v in value):

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -287,6 +288,45 @@ def login_as(client, make_user) -> Callable[..., int]:
         return user_id
 
     return login
+
+
+def set_provider_person(issuer: str, subject: str, claims: dict[str, Any]) -> None:
+    """Tell the development provider (oidc-provider-mock) who `subject` is: the claims its next
+    ID tokens for them carry (acr, amr and auth_time included)."""
+    import requests
+
+    answer = requests.put(f"{issuer}/users/{subject}", json=claims, timeout=10)
+    assert answer.status_code == 204, answer.text[:300]
+
+
+@pytest.fixture
+def step_up(app, client) -> Callable[..., Any]:
+    """Confirm a second factor for the person signed in on `client`, the way they would: the
+    portal's step-up through the test identity provider (prompt=login, max_age=0), whose answer
+    says the person used a one-time code (`amr`). Returns the portal's answer to the callback."""
+
+    def confirm(amr: tuple[str, ...] = ("pwd", "otp"), **claims: Any):
+        import requests
+
+        from portal.auth.models import User
+        from portal.extensions import db
+
+        with client.session_transaction() as session:
+            user_id = int(session["_user_id"])
+        with app.app_context():
+            user = db.session.get(User, user_id)
+            subject, email, name = user.sso_subject, user.email, user.name
+        issuer = app.config["OIDC_ISSUER"]
+        # groups: [] keeps the roles given in the portal (make_user gives "manual" ones).
+        set_provider_person(issuer, subject, {"email": email, "name": name, "groups": [], "amr": list(amr), **claims})
+        start = client.get("/auth/sso?reauth=1&next=/")
+        assert start.status_code == 302, start.status_code
+        answer = requests.post(start.headers["Location"], data={"sub": subject}, allow_redirects=False, timeout=10)
+        assert answer.status_code == 302, answer.text[:300]
+        location = urlsplit(answer.headers["Location"])
+        return client.get(f"{location.path}?{location.query}")
+
+    return confirm
 
 
 @pytest.fixture

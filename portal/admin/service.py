@@ -312,6 +312,34 @@ def save_settings(actor: User, raw: dict[str, str]) -> list[str]:
     return changed
 
 
+@dataclass(frozen=True)
+class StepUpPolicy:
+    """What high-risk actions ask of a person: shown on the settings page, set in the
+    configuration (environment or instance/config.py), not in the portal."""
+
+    mfa_required: bool
+    window_minutes: int
+    accepted_acr: list[str]
+    accepted_amr: list[str]
+    high_risk: list[Permission]
+
+
+def step_up_policy() -> StepUpPolicy:
+    from flask import current_app
+
+    from portal.access import HIGH_RISK
+    from portal.auth.mfa import setting_values
+
+    config = current_app.config
+    return StepUpPolicy(
+        mfa_required=bool(config["MFA_REQUIRED"]),
+        window_minutes=int(config["STEP_UP_MINUTES"]),
+        accepted_acr=sorted(setting_values(config["OIDC_MFA_ACR"])),
+        accepted_amr=sorted(setting_values(config["OIDC_MFA_AMR"])),
+        high_risk=sorted(HIGH_RISK, key=lambda permission: list(Permission).index(permission)),
+    )
+
+
 # --- audit trail ----------------------------------------------------------------------------
 
 

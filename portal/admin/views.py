@@ -218,6 +218,7 @@ def settings_page():
         ranges=service.SETTING_RANGES,
         words=content_service.list_words(),
         link_rules=content_service.list_link_rules(),
+        step_up=service.step_up_policy(),
     ), status
 
 

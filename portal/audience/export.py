@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from portal import audit
-from portal.access import Permission, check_recent_sign_in
+from portal.access import Permission, check_step_up
 from portal.audience.importing import neutralise
 from portal.audience.models import Contact, Segment
 from portal.audience.segments import segment_query
@@ -45,11 +45,11 @@ def exports_dir() -> Path:
     return directory
 
 
-def start_export(actor: Any, segment_id: int, file_format: str, signed_in_at: datetime | None) -> JobRun:
-    """High risk: needs the bulk-export permission and a sign-in less than ten minutes old."""
+def start_export(actor: Any, segment_id: int, file_format: str, step_up_at: datetime | None) -> JobRun:
+    """High risk: needs the bulk-export permission and a recently confirmed second factor (`check_step_up`)."""
     if not actor.can(Permission.AUDIENCE_BULK_EXPORT):
         raise ExportRefused("You may not export contacts.")
-    check_recent_sign_in(signed_in_at)
+    check_step_up(step_up_at)
     if file_format not in ("csv", "xlsx"):
         raise ExportRefused("CSV or XLSX only.")
     segment = db.session.get(Segment, segment_id)

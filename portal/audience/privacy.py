@@ -12,21 +12,21 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from portal import audit
-from portal.access import Permission, check_recent_sign_in
+from portal.access import Permission, check_step_up
 from portal.audience.models import Contact, ContactConsent, ContactEvent, ContactTag, Tag
 from portal.audience.service import AudienceError, suppress
 from portal.extensions import db
 from portal.models_base import utcnow
 
 
-def _check(actor: Any, signed_in_at: datetime | None) -> None:
+def _check(actor: Any, step_up_at: datetime | None) -> None:
     if not actor.can(Permission.PRIVACY_REQUESTS):
         raise AudienceError("may_not_handle_privacy")
-    check_recent_sign_in(signed_in_at)
+    check_step_up(step_up_at)
 
 
-def export_person(actor: Any, contact_id: int, signed_in_at: datetime | None) -> dict[str, Any]:
-    _check(actor, signed_in_at)
+def export_person(actor: Any, contact_id: int, step_up_at: datetime | None) -> dict[str, Any]:
+    _check(actor, step_up_at)
     contact = db.session.get(Contact, contact_id)
     if contact is None:
         raise AudienceError("no_such_contact")
@@ -59,8 +59,8 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def erase_person(actor: Any, contact_id: int, signed_in_at: datetime | None) -> None:
-    _check(actor, signed_in_at)
+def erase_person(actor: Any, contact_id: int, step_up_at: datetime | None) -> None:
+    _check(actor, step_up_at)
     contact = db.session.get(Contact, contact_id)
     if contact is None:
         raise AudienceError("no_such_contact")

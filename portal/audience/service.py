@@ -49,7 +49,7 @@ PORTAL_BOOKKEEPING_KINDS = (
 )
 # Activities a person logs by hand; scoring rules may count them like any other event.
 OFFLINE_ACTIVITY_KINDS = (EventKind.TRADE_SHOW, EventKind.PHONE_CALL, EventKind.SALES_CONSULTATION)
-# Above this many contacts, bulk actions need AUDIENCE_BULK_EDIT / _EXPORT and a recent sign-in.
+# Above this many contacts, bulk actions need AUDIENCE_BULK_EDIT / _EXPORT and a recent second factor.
 BULK_LIMIT = 1000
 EDITABLE_FIELDS = ("name", "company", "industry", "province", "city", "company_size")
 
@@ -477,29 +477,29 @@ def selected_ids(filters: ContactFilter, ids: list[int] | None) -> Any:
     return contact_query(filters).with_only_columns(Contact.id).order_by(None)
 
 
-def _check_bulk(actor: Any, count: int, permission: Any, signed_in_at: datetime | None) -> None:
-    from portal.access import check_recent_sign_in
+def _check_bulk(actor: Any, count: int, permission: Any, step_up_at: datetime | None) -> None:
+    from portal.access import check_step_up
 
     if count == 0:
         raise AudienceError("nothing_selected")
     if count > BULK_LIMIT:
         if not actor.can(permission):
             raise AudienceError("bulk_needs_permission", limit=BULK_LIMIT)
-        check_recent_sign_in(signed_in_at)
+        check_step_up(step_up_at)
 
 
 def count_selected(selection: Any) -> int:
     return db.session.scalar(select(func.count()).select_from(selection.subquery())) or 0
 
 
-def bulk_tag(actor: Any, selection: Any, tag_name: str, add: bool, signed_in_at: datetime | None = None) -> int:
+def bulk_tag(actor: Any, selection: Any, tag_name: str, add: bool, step_up_at: datetime | None = None) -> int:
     """Tag (or untag) every selected contact in one statement; returns how many changed.
 
-    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EDIT and a recent sign-in."""
+    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EDIT and a recent second factor."""
     from portal.access import Permission
 
     count = count_selected(selection)
-    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EDIT, signed_in_at)
+    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EDIT, step_up_at)
     tag_name = (tag_name or "").strip()
     if not tag_name:
         raise AudienceError("tag_name_empty")
@@ -556,14 +556,14 @@ EXPORT_COLUMNS = (
 )
 
 
-def export_selection(actor: Any, selection: Any, signed_in_at: datetime | None = None):
+def export_selection(actor: Any, selection: Any, step_up_at: datetime | None = None):
     """Check and audit an export of the selected contacts; returns an iterator of rows to stream.
 
-    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EXPORT and a recent sign-in."""
+    Above BULK_LIMIT contacts the actor needs AUDIENCE_BULK_EXPORT and a recent second factor."""
     from portal.access import Permission
 
     count = count_selected(selection)
-    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EXPORT, signed_in_at)
+    _check_bulk(actor, count, Permission.AUDIENCE_BULK_EXPORT, step_up_at)
     audit.record(actor, "contacts.exported", "contacts", {"count": count})
     db.session.commit()
     query = select(*(getattr(Contact, c) for c in EXPORT_COLUMNS)).where(Contact.id.in_(selection))

@@ -21,7 +21,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from portal import labels, settings
-from portal.access import Permission, ReauthenticationRequired, require, session_signed_in_at
+from portal.access import Permission, ReauthenticationRequired, require, session_step_up_at
 from portal.audience import (
     api,
     export,
@@ -161,14 +161,15 @@ def bulk_action():
         if action == "export":
             return _export_selection()
         changed = service.bulk_tag(
-            _actor(), _selection(), request.form.get("tag", ""), action != "untag", session_signed_in_at()
+            _actor(), _selection(), request.form.get("tag", ""), action != "untag", session_step_up_at()
         )
     except service.AudienceError as exc:
         db.session.rollback()
         flash(str(exc), "error")
     except ReauthenticationRequired:
+        # More than BULK_LIMIT contacts: a step-up first (the app's handler), then back to the list.
         db.session.rollback()
-        flash(_("Sign in again to change more than %(limit)s contacts at once.", limit=service.BULK_LIMIT), "error")
+        raise
     else:
         message = (
             _("Tag added to %(count)s contacts.", count=changed)
@@ -180,7 +181,7 @@ def bulk_action():
 
 
 def _export_selection():
-    rows = service.export_selection(_actor(), _selection(), session_signed_in_at())
+    rows = service.export_selection(_actor(), _selection(), session_step_up_at())
     headers = [
         labels.label("import_field", c) if c in labels.IMPORT_FIELDS else EXPORT_HEADERS[c]
         for c in service.EXPORT_COLUMNS
@@ -340,7 +341,7 @@ def privacy_export(contact_id: int):
     contact = db.session.get(Contact, contact_id) or abort(404)
     if request.method == "GET":
         return render_template("audience/privacy_export.html", contact=contact)
-    data = privacy.export_person(_actor(), contact_id, session_signed_in_at())
+    data = privacy.export_person(_actor(), contact_id, session_step_up_at())
     return Response(
         json.dumps(data, ensure_ascii=False, indent=2),
         mimetype="application/json",
@@ -351,7 +352,7 @@ def privacy_export(contact_id: int):
 @bp.post("/contacts/<int:contact_id>/erase")
 @require(Permission.PRIVACY_REQUESTS)
 def erase(contact_id: int):
-    privacy.erase_person(_actor(), contact_id, session_signed_in_at())
+    privacy.erase_person(_actor(), contact_id, session_step_up_at())
     flash(_("The person's data has been erased; their addresses stay on the suppression list."), "success")
     return redirect_after_post(url_for("audience.contact", contact_id=contact_id))
 
@@ -608,7 +609,7 @@ def segment_builder():
 @require(Permission.AUDIENCE_BULK_EXPORT)
 def segment_export(segment_id: int):
     try:
-        run = export.start_export(_actor(), segment_id, request.form.get("format", "csv"), session_signed_in_at())
+        run = export.start_export(_actor(), segment_id, request.form.get("format", "csv"), session_step_up_at())
     except export.ExportRefused as exc:
         flash(str(exc), "error")
         return redirect_after_post(url_for("audience.segment_edit", segment_id=segment_id))

@@ -1,6 +1,6 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 
@@ -16,3 +16,9 @@ class PasswordChangeForm(FlaskForm):
         _l("Repeat the new password"),
         validators=[DataRequired(), EqualTo("new", message=_l("The two entries differ."))],
     )
+
+
+class CodeForm(FlaskForm):
+    """A code from the authenticator app, or one of the recovery codes."""
+
+    code = StringField(_l("Code"), validators=[DataRequired(), Length(max=32)])

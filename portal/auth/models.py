@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cached_property
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, Column, ForeignKey, Integer, String, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.access import Permission
@@ -58,6 +58,11 @@ class User(UserMixin, db.Model):
     # Break-glass account only: wrong passwords in a row, and the lockout they led to.
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Break-glass account only: its TOTP (RFC 6238) second factor, and the time step of the last
+    # code accepted (a code is never accepted twice, nor an older one after it).
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Read-only: grants are written by portal.admin.service, which keeps their source.
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin", viewonly=True)
@@ -66,6 +71,11 @@ class User(UserMixin, db.Model):
     def is_local(self) -> bool:
         """The break-glass account signs in with a password, not through SSO."""
         return self.sso_subject is None
+
+    @property
+    def has_second_factor(self) -> bool:
+        """The break-glass account has enrolled its authenticator app."""
+        return bool(self.totp_secret)
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
@@ -91,6 +101,19 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+
+class RecoveryCode(db.Model):
+    """A one-time code that stands in for the break-glass account's TOTP code (a lost phone).
+    Only its hash is kept; the codes are shown once, when they are made."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SsoGroupMapping(db.Model):

@@ -23,8 +23,11 @@ LEEWAY = 60
 REAUTH_MAX_AGE = timedelta(minutes=5)
 # Seconds the portal waits for the provider before telling the person it cannot be reached.
 PROVIDER_TIMEOUT = 10
-# Claims about the token itself: they come from the verified ID token, never from userinfo.
-PROTOCOL_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "auth_time", "azp", "at_hash", "sub"})
+# Claims about the token itself, and about how the person authenticated (acr, amr): they come
+# from the verified ID token, never from userinfo.
+PROTOCOL_CLAIMS = frozenset(
+    {"iss", "aud", "exp", "iat", "nbf", "nonce", "auth_time", "azp", "at_hash", "sub", "acr", "amr"}
+)
 TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
 
@@ -91,6 +94,17 @@ def claims_options() -> dict[str, Any]:
         "exp": {"essential": True},
         "iat": {"essential": True},
     }
+
+
+def step_up_options() -> dict[str, Any]:
+    """What the portal asks of the provider before a high-risk action: authenticate the person
+    again whatever its own session says (prompt=login, max_age=0), at the level OIDC_MFA_ACR
+    names when it is set (Keycloak's LoA, Entra's authentication context, Okta's policy)."""
+    options: dict[str, Any] = {"prompt": "login", "max_age": 0}
+    acr = " ".join(current_app.config["OIDC_MFA_ACR"].split())
+    if acr:
+        options["acr_values"] = acr
+    return options
 
 
 def start_sign_in(**options: Any):

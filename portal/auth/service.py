@@ -12,6 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import audit
 from portal.admin.service import grants_of, replace_grants, roles_for_groups
+from portal.auth import mfa
 from portal.auth.models import User
 from portal.auth.sessions import end_sessions_of
 from portal.extensions import db
@@ -200,7 +201,7 @@ def record_sign_out(user: User) -> None:
 
 def create_local_admin(email: str) -> tuple[User, str]:
     """Create (or reset) the local administrator; returns it with a one-time password that
-    must be changed at first sign-in."""
+    must be changed at first sign-in, where its second factor (TOTP) is enrolled too."""
     from portal.auth.models import Role
 
     email = email.strip().lower()
@@ -215,6 +216,8 @@ def create_local_admin(email: str) -> tuple[User, str]:
     user.password_hash = generate_password_hash(password, method=PASSWORD_METHOD)
     user.must_change_password = True
     user.active = True
+    # A reset account enrols its second factor again, with the new password.
+    mfa.forget_second_factor(user)
     admin = db.session.scalar(select(Role).where(Role.name == "administrator"))
     replace_grants(user.id, {admin.id}, "manual")
     audit.record(None, "local_admin.created", f"user:{user.id}", {"email": email})
@@ -223,33 +226,103 @@ def create_local_admin(email: str) -> tuple[User, str]:
 
 
 def sign_in_locally(email: str, password: str, address: str = "") -> User:
-    """The break-glass sign-in. Wrong passwords are counted per account: after
-    LOCAL_SIGN_IN_MAX_FAILURES in a row the account is locked for LOCAL_SIGN_IN_LOCKOUT (or until
-    an administrator lifts it), whatever address the attempts come from."""
+    """The break-glass sign-in's first step, the password. Wrong passwords are counted per
+    account: after LOCAL_SIGN_IN_MAX_FAILURES in a row the account is locked for
+    LOCAL_SIGN_IN_LOCKOUT (or until an administrator lifts it), whatever address the attempts
+    come from.
+
+    An account with a second factor is not signed in yet: the caller asks for its code next
+    (`finish_local_sign_in`), and the failure count goes on until the code is right. An account
+    that has not enrolled one (a new or reset account, with its one-time password) is signed in
+    here, and can do nothing but change its password and enrol (the views see to that)."""
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None or not user.is_local or not user.password_hash:
         # Same work and same answer whether or not the account exists.
         check_password_hash(generate_password_hash("x", method=PASSWORD_METHOD), password)
         _refuse(None, "bad_credentials", {"email": email.strip().lower(), "via": "local"}, address=address)
     now = utcnow()
-    locked = user.locked_until is not None and user.locked_until > now
+    locked = is_locked(user)
     if not check_password_hash(user.password_hash, password) or locked:
         if locked:
             _refuse(user, "locked", {"email": user.email, "via": "local"}, address=address)
-        user.failed_sign_ins += 1
-        if user.failed_sign_ins >= LOCAL_SIGN_IN_MAX_FAILURES:
-            user.locked_until = now + LOCAL_SIGN_IN_LOCKOUT
-            user.failed_sign_ins = 0
-            audit.record(user, "local_sign_in.locked", f"user:{user.id}", {"email": user.email, **_where(address)})
+        _count_failure(user, now, address)
         _refuse(user, "bad_credentials", {"email": user.email, "via": "local"}, keep_changes=True, address=address)
     if not user.active:
         _refuse(user, "deactivated", {"email": user.email, "via": "local"}, address=address)
+    if user.has_second_factor:
+        return user
+    _signed_in_locally(user, now, "none", address)
+    return user
+
+
+def finish_local_sign_in(user_id: int, code: str, address: str = "") -> User:
+    """The break-glass sign-in's second step: a TOTP code (or a recovery code) after the right
+    password. Wrong codes count towards the same lockout as wrong passwords."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.is_local:
+        _refuse(None, "bad_credentials", {"via": "local"}, address=address)
+    if is_locked(user):
+        _refuse(user, "locked", {"email": user.email, "via": "local"}, address=address)
+    if not user.active:
+        _refuse(user, "deactivated", {"email": user.email, "via": "local"}, address=address)
+    now = utcnow()
+    try:
+        factor = mfa.verify_code(user, code, now)
+    except mfa.SecondFactorRefused as refused:
+        db.session.rollback()
+        _count_failure(user, now, address)
+        _refuse(
+            user,
+            "bad_code",
+            {"email": user.email, "via": "local", "replayed": bool(refused.params.get("replayed"))},
+            keep_changes=True,
+            address=address,
+        )
+    _signed_in_locally(user, now, factor, address)
+    return user
+
+
+def confirm_local_step_up(user: User, code: str, address: str = "") -> str:
+    """A signed-in break-glass administrator confirms a high-risk action with a TOTP code (or a
+    recovery code); returns which it was. Wrong codes count towards the sign-in lockout, and a
+    locked account confirms nothing. Refuses with mfa.SecondFactorRefused."""
+    if is_locked(user):
+        raise mfa.SecondFactorRefused("locked")
+    now = utcnow()
+    try:
+        factor = mfa.verify_code(user, code, now)
+    except mfa.SecondFactorRefused as refused:
+        db.session.rollback()
+        _count_failure(user, now, address)
+        audit.record(
+            user,
+            "step_up.refused",
+            f"user:{user.id}",
+            {"via": "local", "reason": refused.reason, **_where(address)},
+        )
+        db.session.commit()
+        raise
+    user.failed_sign_ins = 0
+    audit.record(user, "step_up.confirmed", f"user:{user.id}", {"via": "local", "factor": factor, **_where(address)})
+    db.session.commit()
+    return factor
+
+
+def _count_failure(user: User, now, address: str) -> None:
+    """One more wrong password or code in a row; the last one allowed locks the account."""
+    user.failed_sign_ins += 1
+    if user.failed_sign_ins >= LOCAL_SIGN_IN_MAX_FAILURES:
+        user.locked_until = now + LOCAL_SIGN_IN_LOCKOUT
+        user.failed_sign_ins = 0
+        audit.record(user, "local_sign_in.locked", f"user:{user.id}", {"email": user.email, **_where(address)})
+
+
+def _signed_in_locally(user: User, now, factor: str, address: str) -> None:
     user.failed_sign_ins = 0
     user.locked_until = None
     user.last_sign_in_at = now
-    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "local", **_where(address)})
+    audit.record(user, "sign_in.success", f"user:{user.id}", {"via": "local", "factor": factor, **_where(address)})
     db.session.commit()
-    return user
 
 
 def is_locked(user: User) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from authlib.common.errors import AuthlibBaseError
@@ -23,10 +24,11 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_user, logout_user
 from joserfc.errors import JoseError
+from markupsafe import Markup
 
-from portal.access import SIGNED_IN_AT_KEY, ReauthenticationRequired, public, signed_in
-from portal.auth import oidc, service
-from portal.auth.forms import LocalSignInForm, PasswordChangeForm
+from portal.access import SECOND_FACTOR_AT_KEY, SIGNED_IN_AT_KEY, ReauthenticationRequired, public, signed_in
+from portal.auth import mfa, oidc, service
+from portal.auth.forms import CodeForm, LocalSignInForm, PasswordChangeForm
 from portal.extensions import limiter, login_manager
 from portal.htmx import is_htmx, same_site_path
 from portal.models_base import utcnow
@@ -35,6 +37,11 @@ bp = Blueprint("auth", __name__)
 
 # Session key: the sign-in under way was asked for to confirm a high-risk action.
 REAUTH_KEY = "reauthenticating"
+# Session keys of the break-glass sign-in: the account whose password was right and whose code
+# is awaited (with when), and the TOTP secret shown at enrolment until a code confirms it.
+LOCAL_PENDING_KEY = "local_sign_in_pending"
+LOCAL_PENDING_FOR = timedelta(minutes=5)
+TOTP_PENDING_KEY = "totp_pending_secret"
 # What an OAuth error code may look like (RFC 6749 appendix A.7 allows printable ASCII; real
 # providers use lower-case words with underscores).
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -102,8 +109,9 @@ def sso():
     session[REAUTH_KEY] = reauthenticating
     options = {}
     if reauthenticating:
-        # A high-risk action: the provider must ask again, whatever its own session says.
-        options = {"prompt": "login", "max_age": 0}
+        # A high-risk action: the provider must ask again, whatever its own session says, and
+        # for a second factor (OIDC_MFA_ACR).
+        options = oidc.step_up_options()
     try:
         return oidc.start_sign_in(**options)
     except oidc.ProviderUnreachable as exc:
@@ -135,11 +143,17 @@ def callback():
         ), 400
     now = utcnow()
     authenticated_at = oidc.authenticated_at(claims, now)
-    if session.pop(REAUTH_KEY, False) and not oidc.freshly_authenticated(authenticated_at, now):
+    factors = mfa.ProviderFactors.from_claims(claims)
+    config = current_app.config
+    second_factor = factors.confirm_a_second_factor(config["OIDC_MFA_ACR"], config["OIDC_MFA_AMR"])
+    stepping_up = session.pop(REAUTH_KEY, False)
+    if stepping_up and not oidc.freshly_authenticated(authenticated_at, now):
         # We asked for prompt=login and max_age=0; an answer without a fresh auth_time means
         # the provider reused its old session, so the identity was not confirmed again.
         service.record_failed_sso(
-            "stale_reauthentication", f"auth_time={claims.get('auth_time')}", request.remote_addr or ""
+            "stale_reauthentication",
+            f"auth_time={claims.get('auth_time')} acr={factors.acr} amr={factors.amr}",
+            request.remote_addr or "",
         )
         return render_template(
             "auth/refused.html",
@@ -148,6 +162,13 @@ def callback():
                 "so this action cannot go ahead. Please try again."
             ),
         ), 400
+    if stepping_up and config["MFA_REQUIRED"] and not second_factor:
+        # The person stays signed in as before; only the high-risk action is refused.
+        mfa.record_provider_step_up_refused(claims, factors, request.remote_addr or "")
+        back = safe_next(session.get("after_sign_in"))
+        return render_template(
+            "auth/second_factor_refused.html", back=back, retry=url_for("auth.sso", reauth=1, next=back)
+        ), 403
     try:
         user = service.sign_in_from_claims(
             claims, current_app.config["OIDC_GROUPS_CLAIM"], address=request.remote_addr or ""
@@ -156,19 +177,26 @@ def callback():
         return render_template("auth/refused.html", message=REFUSAL_MESSAGES.get(refused.reason, refused.reason)), 403
     target = session.pop("after_sign_in", None)
     # The provider's auth_time, when sent, is when the person really authenticated: a token
-    # minted from an hour-old provider session is not a recent sign-in for high-risk actions.
-    _start_session(user, authenticated_at or now)
+    # minted from an hour-old provider session is not a recent sign-in for high-risk actions,
+    # and its second factor, if any, is as old (without an auth_time, none counts).
+    second_factor_at = authenticated_at if second_factor else None
+    _start_session(user, authenticated_at or now, second_factor_at)
     session["id_token"] = token.get("id_token")
+    if second_factor_at is not None:
+        mfa.record_provider_step_up(user, factors, request.remote_addr or "")
     return redirect(safe_next(target))
 
 
-def _start_session(user, signed_in_at=None) -> None:
+def _start_session(user, signed_in_at=None, second_factor_at=None) -> None:
     session.regenerate()  # a session id planted before sign-in is worthless after it
     # A CSRF token lives as long as its session: the anonymous one is not carried over.
     session.pop("csrf_token", None)
+    session.pop(LOCAL_PENDING_KEY, None)
     g.pop("csrf_token", None)
     login_user(user)
     session[SIGNED_IN_AT_KEY] = (signed_in_at or utcnow()).isoformat()
+    if second_factor_at is not None:
+        session[SECOND_FACTOR_AT_KEY] = second_factor_at.isoformat()
 
 
 @bp.post("/logout")
@@ -205,11 +233,107 @@ def local_login():
             # form must not tell which break-glass addresses exist.
             flash(_("Wrong email or password, or the account is deactivated or locked."), "error")
         else:
+            if user.has_second_factor:
+                # Not signed in yet: the code from the authenticator app comes next.
+                session[LOCAL_PENDING_KEY] = {"user_id": user.id, "at": utcnow().isoformat()}
+                return redirect(url_for("auth.local_code", next=safe_next(request.args.get("next"))), code=303)
             _start_session(user)
             if user.must_change_password:
                 return redirect(url_for("auth.change_password"), code=303)
-            return redirect(safe_next(request.args.get("next")), code=303)
+            return redirect(url_for("auth.two_factor"), code=303)
     return render_template("auth/local.html", form=form), 422 if form.is_submitted() else 200
+
+
+def _pending_local_user() -> int | None:
+    pending = session.get(LOCAL_PENDING_KEY) or {}
+    try:
+        started = datetime.fromisoformat(pending["at"])
+        user_id = int(pending["user_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return user_id if utcnow() - started <= LOCAL_PENDING_FOR else None
+
+
+@bp.route("/local/code", methods=["GET", "POST"])
+@public
+@limiter.limit("10 per minute;50 per hour", methods=["POST"])
+def local_code():
+    """The break-glass sign-in's second step: the code from the authenticator app."""
+    _local_login_allowed()
+    user_id = _pending_local_user()
+    if user_id is None:
+        session.pop(LOCAL_PENDING_KEY, None)
+        flash(_("Please enter your email and password again."), "warning")
+        return redirect(url_for("auth.local_login", next=safe_next(request.args.get("next"))))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            user = service.finish_local_sign_in(user_id, form.code.data, address=request.remote_addr or "")
+        except service.SignInRefused as refused:
+            if refused.reason != "bad_code":  # locked or deactivated: start again from the password
+                session.pop(LOCAL_PENDING_KEY, None)
+            flash(_("Wrong code, or the account is deactivated or locked."), "error")
+        else:
+            now = utcnow()
+            _start_session(user, now, now)
+            if user.must_change_password:
+                return redirect(url_for("auth.change_password"), code=303)
+            return redirect(safe_next(request.args.get("next")), code=303)
+    return render_template("auth/local_code.html", form=form), 422 if form.is_submitted() else 200
+
+
+@bp.route("/two-factor", methods=["GET", "POST"])
+@signed_in
+def two_factor():
+    """The break-glass account enrols its authenticator app (after its first password change),
+    then sees its recovery codes, once."""
+    user = current_user._get_current_object()
+    if not user.is_local:
+        abort(404)
+    if user.has_second_factor:
+        return render_template("auth/two_factor.html", enrolled=True, remaining=mfa.remaining_recovery_codes(user.id))
+    secret = session.get(TOTP_PENDING_KEY)
+    if not secret:
+        secret = session[TOTP_PENDING_KEY] = mfa.new_totp_secret()
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            codes = mfa.enrol_totp(user, secret, form.code.data)
+        except mfa.SecondFactorRefused:
+            form.code.errors = [_("That code is not the one the app shows now. Check the phone's clock and try again.")]
+        else:
+            session.pop(TOTP_PENDING_KEY, None)
+            # The code just given is a second factor confirmed now.
+            session[SECOND_FACTOR_AT_KEY] = utcnow().isoformat()
+            return render_template("auth/recovery_codes.html", codes=codes)
+    uri = mfa.provisioning_uri(secret, user.email)
+    return render_template(
+        "auth/two_factor.html",
+        enrolled=False,
+        form=form,
+        secret=secret,
+        qr_code=Markup(mfa.qr_code_svg(uri, _("QR code for your authenticator app"))),  # noqa: S704 - segno's own SVG
+    ), 422 if form.is_submitted() else 200
+
+
+@bp.route("/confirm", methods=["GET", "POST"])
+@signed_in
+@limiter.limit("10 per minute;50 per hour", methods=["POST"])
+def confirm_code():
+    """The break-glass administrator confirms a high-risk action with a code, then goes back."""
+    user = current_user._get_current_object()
+    if not user.is_local:
+        return redirect(url_for("auth.sso", reauth=1, next=safe_next(request.args.get("next"))))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            service.confirm_local_step_up(user, form.code.data, address=request.remote_addr or "")
+        except mfa.SecondFactorRefused:
+            flash(_("Wrong code, or the account is deactivated or locked."), "error")
+        else:
+            session[SECOND_FACTOR_AT_KEY] = utcnow().isoformat()
+            return redirect(safe_next(request.args.get("next")), code=303)
+    return render_template("auth/confirm_code.html", form=form), 422 if form.is_submitted() else 200
 
 
 @bp.route("/password", methods=["GET", "POST"])
@@ -228,44 +352,53 @@ def change_password():
             form.new.errors = [str(exc)]
         else:
             flash(_("Your password has been changed."), "success")
+            if not current_user.has_second_factor:
+                return redirect(url_for("auth.two_factor"), code=303)
             return redirect(url_for("core.dashboard"), code=303)
     return render_template("auth/password.html", form=form), 422 if form.is_submitted() else 200
 
 
+# What a break-glass account that is not fully set up may still open.
+SET_UP_ENDPOINTS = ("auth.change_password", "auth.two_factor", "auth.logout", "static", "core.set_locale")
+
+
 @bp.before_app_request
-def force_password_change():
-    """The break-glass account must replace its one-time password before anything else."""
-    if (
-        current_user.is_authenticated
-        and current_user.must_change_password
-        and request.endpoint not in ("auth.change_password", "auth.logout", "static", "core.set_locale")
-    ):
+def force_local_set_up():
+    """The break-glass account must replace its one-time password, then enrol its second
+    factor, before anything else."""
+    if not current_user.is_authenticated or not current_user.is_local or request.endpoint in SET_UP_ENDPOINTS:
+        return None
+    if current_user.must_change_password:
         target = url_for("auth.change_password")
-        if is_htmx():
-            # A 302 would swap the password page into the middle of another page.
-            response = make_response("", 403)
-            response.headers["HX-Redirect"] = target
-            return response
-        return redirect(target)
-    return None
+    elif not current_user.has_second_factor:
+        target = url_for("auth.two_factor")
+    else:
+        return None
+    if is_htmx():
+        # A 302 would swap the password page into the middle of another page.
+        response = make_response("", 403)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
 
 
 def reauthenticate(next_url: str):
     """The answer that sends the person through sign-in again, then back to `next_url`.
 
-    SSO users go to the provider with prompt=login and max_age=0 (and the callback insists on
-    a fresh auth_time); the break-glass account goes to the local form. htmx requests get an
+    SSO users go to the provider with prompt=login, max_age=0 and OIDC_MFA_ACR (the callback
+    insists on a fresh auth_time and a second factor); the break-glass account confirms with a
+    code from its authenticator app. htmx requests get an
     HX-Redirect, never a page swapped into the current one. Views that catch
     `ReauthenticationRequired` themselves return this; uncaught, the error handler below does."""
     if getattr(current_user, "is_local", False):
-        target = url_for("auth.local_login", next=safe_next(next_url))
+        target = url_for("auth.confirm_code", next=safe_next(next_url))
     else:
         target = url_for("auth.sso", reauth=1, next=safe_next(next_url))
     if is_htmx():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = target
         return response
-    flash(_("For this action, please confirm your identity by signing in again."), "warning")
+    flash(_("For this action, please confirm your identity with your second factor."), "warning")
     return redirect(target)
 
 

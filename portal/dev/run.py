@@ -156,7 +156,10 @@ def main() -> None:
 
     oidc = [str(bindir / "oidc-provider-mock"), "--port", str(OIDC_PORT), "--require-nonce", "true"]
     for identity in DEMO_IDENTITIES:
-        oidc += ["--user-claims", json.dumps(provider_claims(identity), ensure_ascii=False)]
+        # The demo people sign in as at a company provider with MFA on: password and one-time
+        # code (RFC 8176 `amr`), so that exports and privacy requests can be tried.
+        claims = {**provider_claims(identity), "amr": ["pwd", "otp"]}
+        oidc += ["--user-claims", json.dumps(claims, ensure_ascii=False)]
     # The provider's own dependencies warn about their deprecations at import: not ours to fix.
     manager.add_process("oidc", shlex.join(oidc), env={**env, "PYTHONWARNINGS": "ignore"})
     manager.add_process(

@@ -56,8 +56,11 @@ def test_export_needs_the_permission_and_a_recent_sign_in(app, client, login_as,
         assert db.session.scalar(select(JobRun)) is None
 
 
-def test_csv_and_xlsx_exports_neutralise_formulas_and_are_audited(app, client, login_as, make_user, start_worker):
+def test_csv_and_xlsx_exports_neutralise_formulas_and_are_audited(
+    app, client, login_as, make_user, start_worker, step_up
+):
     user_id = login_as("marketing_manager")
+    step_up()
     segment_id = seed(app, user_id)
     start_worker()
     for file_format in ("csv", "xlsx"):
@@ -88,8 +91,9 @@ def test_csv_and_xlsx_exports_neutralise_formulas_and_are_audited(app, client, l
     assert actions.count("segment.exported") == 2 and actions.count("export.downloaded") == 2
 
 
-def test_privacy_export_contains_everything_and_erase_removes_personal_data(app, client, login_as):
+def test_privacy_export_contains_everything_and_erase_removes_personal_data(app, client, login_as, step_up):
     login_as("marketing_manager")
+    step_up()
     with app.app_context():
         contact = Contact(email="p@example.com", mobile="+8613800138000", name="张三", attributes={"职位": "经理"})
         db.session.add(contact)
@@ -122,8 +126,9 @@ def test_privacy_requests_need_a_recent_sign_in(app, client, login_as):
         assert db.session.get(Contact, contact_id).email == "q@example.com"
 
 
-def test_erasure_keeps_campaign_figures_but_not_the_person(app, client, login_as):
+def test_erasure_keeps_campaign_figures_but_not_the_person(app, client, login_as, step_up):
     login_as("marketing_manager")
+    step_up()
     with app.app_context():
         contact = Contact(email="li@example.com", name="李四")
         db.session.add(contact)
@@ -142,9 +147,10 @@ def test_erasure_keeps_campaign_figures_but_not_the_person(app, client, login_as
 
 
 def test_xlsx_export_keeps_phone_numbers_as_they_are_and_survives_control_characters(
-    app, client, login_as, start_worker
+    app, client, login_as, start_worker, step_up
 ):
     user_id = login_as("marketing_manager")
+    step_up()
     segment_id = seed(app, user_id)
     with app.app_context():
         db.session.add(

@@ -211,8 +211,8 @@ def test_bulk_tag_and_untag_act_on_the_ticked_contacts(app, client, login_as):
     assert "已从 1 位联系人身上移除标签。" in client.get("/audience/contacts").get_data(as_text=True)
 
 
-def test_bulk_action_above_a_thousand_contacts_needs_the_high_risk_permission_and_a_recent_sign_in(
-    app, client, login_as
+def test_bulk_action_above_a_thousand_contacts_needs_the_high_risk_permission_and_a_second_factor(
+    app, client, login_as, step_up
 ):
     with app.app_context():
         add_contacts(1001)
@@ -221,10 +221,15 @@ def test_bulk_action_above_a_thousand_contacts_needs_the_high_risk_permission_an
     assert "需要批量操作权限" in client.get("/audience/contacts").get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(Tag).where(Tag.name == "全部")) is None
-    login_as("marketing_manager", signed_in_minutes_ago=30)
-    client.post("/audience/contacts/bulk", data={"action": "tag", "tag": "全部"})
-    assert "需要重新登录" in client.get("/audience/contacts").get_data(as_text=True)
     login_as("marketing_manager")
+    asked = client.post(
+        "/audience/contacts/bulk", data={"action": "tag", "tag": "全部"}, headers={"Referer": "/audience/contacts"}
+    )
+    assert asked.status_code == 302 and asked.headers["Location"].startswith("/auth/sso?reauth=1")
+    assert "next=/audience/contacts" in asked.headers["Location"]
+    with app.app_context():
+        assert db.session.scalar(select(Tag).where(Tag.name == "全部")) is None
+    step_up()
     client.post("/audience/contacts/bulk", data={"action": "tag", "tag": "全部"})
     with app.app_context():
         tag = db.session.scalar(select(Tag).where(Tag.name == "全部"))

@@ -262,8 +262,9 @@ class Browser:
         assert form.status_code == 200, form.text[:500]  # the provider's login form
         return self.sign_in_at(start.headers["Location"], subject)
 
-    def sign_in_at(self, authorize_url: str, subject: str):
-        """Submit the provider's login form as `subject`; returns the portal's answer to the callback."""
-        answer = self.provider.post(authorize_url, data={"sub": subject}, allow_redirects=False, timeout=10)
+    def sign_in_at(self, authorize_url: str, subject: str, **how: str):
+        """Submit the provider's login form as `subject` (and `acr`, `amr`, `auth_age`: how the
+        person authenticated, which the ID token will say); returns the portal's answer to the callback."""
+        answer = self.provider.post(authorize_url, data={"sub": subject, **how}, allow_redirects=False, timeout=10)
         assert answer.status_code == 302, answer.text[:500]
         return self.portal.get(callback_path(answer.headers["Location"]))

@@ -38,7 +38,8 @@ def test_first_local_sign_in_forces_a_password_change(app, client):
     new = "a-much-longer-passphrase"
     done = client.post("/auth/password", data={"current": password, "new": new, "confirm": new})
     assert done.status_code == 303
-    assert client.get("/").status_code == 200
+    # Then the second factor is enrolled (tests/auth/test_totp.py), before anything else.
+    assert client.get("/").headers["Location"] == "/auth/two-factor"
     with app.app_context():
         actions = set(db.session.scalars(select(AuditEvent.action)))
         assert {"sign_in.success", "local_password.changed"} <= actions

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from portal.access import Permission, check_recent_sign_in, require, session_signed_in_at
+from portal.access import Permission, check_step_up, require, session_step_up_at
 
 
 def high_risk_app(app_settings):
@@ -10,14 +10,14 @@ def high_risk_app(app_settings):
 
     @require(Permission.AUDIENCE_BULK_EXPORT)
     def export_everything():
-        check_recent_sign_in(session_signed_in_at())
+        check_step_up(session_step_up_at())
         return "exported"
 
     other.add_url_rule("/__export", "export_everything", export_everything)
     return other
 
 
-def test_high_risk_action_with_an_old_sign_in_sends_the_person_to_sign_in_again(app, app_settings, make_user):
+def test_high_risk_action_with_an_old_second_factor_sends_the_person_to_a_step_up(app, app_settings, make_user):
     from portal.extensions import db
 
     other = high_risk_app(app_settings)
@@ -26,7 +26,8 @@ def test_high_risk_action_with_an_old_sign_in_sends_the_person_to_sign_in_again(
     for minutes_ago, expected in ((2, 200), (20, 302)):
         with client.session_transaction() as session:
             session["_user_id"] = str(user_id)
-            session["signed_in_at"] = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
+            session["signed_in_at"] = datetime.now(UTC).isoformat()
+            session["second_factor_at"] = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
         response = client.get("/__export")
         assert response.status_code == expected
     assert response.headers["Location"].startswith("/auth/sso?reauth=1")

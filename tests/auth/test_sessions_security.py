@@ -52,8 +52,8 @@ def test_changing_the_local_password_ends_the_accounts_other_sessions(app):
     assert session_rows(app) == 2
     new = "a-much-longer-passphrase"
     assert first.post("/auth/password", data={"current": password, "new": new, "confirm": new}).status_code == 303
-    assert first.get("/").status_code == 200
-    assert second.get("/").status_code == 302  # its session ended with the old password
+    assert first.get("/auth/two-factor").status_code == 200  # still signed in, enrolling its second factor
+    assert second.get("/auth/two-factor").status_code == 302  # its session ended with the old password
     assert session_rows(app) == 1
 
 

@@ -170,5 +170,6 @@ def test_a_second_sign_in_reuses_the_provider_session_but_reauthentication_asks_
     # A high-risk action: prompt=login and max_age=0 make the provider show its form again.
     confirm = browser.portal.get("/auth/sso?reauth=1&next=/campaigns/")
     assert browser.provider.get(confirm.headers["Location"], allow_redirects=False, timeout=10).status_code == 200
-    done = browser.sign_in_at(confirm.headers["Location"], "manager@example.com")
+    # ...where the person signs in again, with a second factor this time.
+    done = browser.sign_in_at(confirm.headers["Location"], "manager@example.com", amr="pwd otp")
     assert done.status_code == 302 and done.headers["Location"] == "/campaigns/"

@@ -12,7 +12,10 @@ Authlib's server components.
 
 CONFIG: {"port", "client": {"client_id", "client_secret", "redirect_uris",
 "post_logout_redirect_uris", "token_endpoint_auth_method"}, "users": [{"sub", "email", "name",
-"groups"}]}. The login form takes a subject, like the development provider's."""
+"groups"}]}. The login form takes a subject, like the development provider's, and optionally how
+the person authenticated, which the ID token then carries: `acr`, `amr` (values separated by
+spaces or commas, RFC 8176) and `auth_age` (seconds before now for `auth_time`), so that a test
+chooses what a step-up answer says."""
 
 from __future__ import annotations
 
@@ -89,6 +92,8 @@ class AuthorizationCode(AuthorizationCodeMixin):
     auth_time: int
     code_challenge: str | None
     code_challenge_method: str | None
+    acr: str | None = None
+    amr: list[str] | None = None
     issued_at: float = field(default_factory=time.time)
 
     def get_redirect_uri(self):
@@ -104,10 +109,10 @@ class AuthorizationCode(AuthorizationCodeMixin):
         return self.auth_time
 
     def get_acr(self):
-        return None
+        return self.acr
 
     def get_amr(self):
-        return None
+        return self.amr
 
     def is_expired(self):
         return time.time() - self.issued_at > CODE_LIFETIME
@@ -195,6 +200,8 @@ def build_app(config: dict[str, Any]) -> Flask:
                 auth_time=session["auth_time"],
                 code_challenge=payload.data.get("code_challenge"),
                 code_challenge_method=payload.data.get("code_challenge_method"),
+                acr=session.get("acr") or None,
+                amr=session.get("amr") or None,
             )
 
         def query_authorization_code(self, code, oauth_client):
@@ -301,7 +308,11 @@ def build_app(config: dict[str, Any]) -> Flask:
             if subject not in users:
                 return login_form(request, f"unknown subject {subject}"), 200
             session["sub"] = subject
-            session["auth_time"] = int(time.time())
+            # How this authentication went, as the test says: the ID tokens issued from it carry it.
+            age = request.form.get("auth_age", "0")
+            session["auth_time"] = int(time.time()) - (int(age) if age.isdigit() else 0)
+            session["acr"] = request.form.get("acr", "")
+            session["amr"] = [m for m in request.form.get("amr", "").replace(",", " ").split() if m]
             return server.create_authorization_response(grant_user=subject)
         signed_in = session.get("sub") in users
         max_age = request.values.get("max_age", "")
@@ -317,7 +328,7 @@ def build_app(config: dict[str, Any]) -> Flask:
         hidden = "".join(
             f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
             for name, value in req.values.items()
-            if name != "sub"
+            if name not in ("sub", "acr", "amr", "auth_age")
         )
         return (
             f"<!doctype html><title>Strict provider</title><p>{escape(message)}</p>"
