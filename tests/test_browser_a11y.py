@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.auth.models import User
+from portal.content.models import AssetVersion, VersionStatus
 from portal.extensions import db
 
 AXE = Path(__file__).parent / "support" / "axe" / "axe-4.14.1.min.js"
@@ -182,9 +183,10 @@ def test_htmx_refusal_focuses_the_invalid_field_and_the_result_is_announced(
     # through htmx and the focus is on the field that needs attention, its error read with it.
     tab_to(page, lambda f: f["id"] == "tag")
     page.keyboard.type(" ")
+    tab_to(page, lambda f: f["tag"] == "BUTTON" and f["text"] == "保存并执行")
     page.keyboard.press("Enter")
     expect(page.locator('#tag[aria-invalid="true"]')).to_have_count(1)
-    assert focused(page)["id"] == "tag"
+    expect(page.locator("#tag")).to_be_focused()
     assert page.locator("#tag").get_attribute("aria-describedby") == "tag-error"
     expect(page.locator("#tag-error")).not_to_be_empty()
 
@@ -194,3 +196,43 @@ def test_htmx_refusal_focuses_the_invalid_field_and_the_result_is_announced(
     expect(page.locator("#announcer")).to_contain_text("标签规则已保存")
     expect(page.locator("#announcer")).to_have_attribute("aria-live", "polite")
     assert focused(page)["id"] == "tag"
+
+
+@pytest.mark.browser
+def test_block_editor_focuses_the_new_block_and_the_editor_after_a_removal(
+    app, browser_page, browser_login_as, live_server
+):
+    page = browser_page
+    browser_login_as(page, "marketing_manager")
+    page.goto(live_server + "/content/new")
+    page.get_by_label("名称").fill("焦点测试邮件")
+    page.get_by_role("button", name="创建并编辑").click()
+    page.wait_for_url(re.compile(r"/content/versions/\d+/edit$"))
+    column = page.locator("#block-editor .block-column").first
+    before = column.locator(".block").count()
+
+    # Add a block with the keyboard: the new block has the focus once the editor is re-drawn.
+    add = column.get_by_role("button", name="添加积木到版块 1 第 1 栏")
+    add.focus()
+    page.keyboard.press("Enter")
+    expect(column.locator(".block")).to_have_count(before + 1)
+    new_block = column.locator(".block").nth(before)
+    expect(new_block).to_be_focused()
+
+    # Delete it: the button is gone with the block, so the editor itself has the focus.
+    delete = new_block.get_by_role("button", name=re.compile(rf"^删除版块 1 第 1 栏的第 {before + 1} 个积木"))
+    delete.focus()
+    page.keyboard.press("Enter")
+    expect(column.locator(".block")).to_have_count(before)
+    expect(page.locator("#block-editor")).to_be_focused()
+
+    # A refusal with nothing to show (the version left the draft state meanwhile) is said, not
+    # swallowed: in the page's message area and in the live region.
+    version_id = int(re.search(r"/versions/(\d+)/edit", page.url).group(1))
+    with app.app_context():
+        db.session.get(AssetVersion, version_id).status = VersionStatus.IN_REVIEW
+        db.session.commit()
+    add.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash .flash-error")).to_have_text("无法处理该请求。")
+    expect(page.locator("#announcer")).to_have_text("无法处理该请求。")

@@ -128,9 +128,11 @@ document.addEventListener(
     const container = swappedContainer(detail.target) || document.body;
     const main = document.getElementById("main");
     announce(announcementsIn(container === main ? document.body : container));
-    if (!focusAtRequest.has(detail.elt)) return;
-    const control = focusAtRequest.get(detail.elt);
-    focusAtRequest.delete(detail.elt);
+    // The event fires on the new content; the element that asked is in the request's config.
+    const source = detail.requestConfig ? detail.requestConfig.elt : detail.elt;
+    if (!focusAtRequest.has(source)) return;
+    const control = focusAtRequest.get(source);
+    focusAtRequest.delete(source);
     if (detail.xhr && detail.xhr.status === 422) {
       const invalid = container.querySelector('[aria-invalid="true"]');
       const error = container.querySelector(".field-error, .flash-error, [role=alert]");
@@ -157,9 +159,10 @@ document.addEventListener(
     announce([message]);
   }
 
-  document.addEventListener("htmx:responseError", function () {
+  document.addEventListener("htmx:responseError", function (event) {
     const region = document.getElementById("announcer");
-    failed(region && region.getAttribute("data-failed"));
+    const status = event.detail.xhr ? event.detail.xhr.status : 500;
+    failed(region && region.getAttribute(status >= 500 ? "data-failed" : "data-refused"));
   });
 
   document.addEventListener("htmx:sendError", function () {
