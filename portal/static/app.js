@@ -40,7 +40,7 @@ document.addEventListener(
 
   function focusOn(element) {
     if (!element || !element.isConnected) return false;
-    if (!element.matches(FOCUSABLE) || element.disabled) element.setAttribute("tabindex", "-1");
+    if (!element.matches(FOCUSABLE)) element.setAttribute("tabindex", "-1");
     element.focus();
     return document.activeElement === element;
   }
