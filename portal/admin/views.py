@@ -197,7 +197,7 @@ def settings_page():
     from portal.content import service as content_service
 
     values = service.current_settings()
-    status = 200
+    status, refused = 200, None
     if request.method == "POST":
         submitted = request.form.to_dict()
         try:
@@ -206,6 +206,7 @@ def settings_page():
             db.session.rollback()
             flash(str(exc), "error")
             values, status = {**values, **submitted, "alerts.auto_pause": "alerts.auto_pause" in submitted}, 422
+            refused = {"setting": exc.params.get("setting"), "message": str(exc)}
         else:
             flash(
                 _("Settings saved: %(count)s changed.", count=len(changed)) if changed else _("Nothing changed."),
@@ -216,6 +217,7 @@ def settings_page():
         "admin/settings.html",
         values=values,
         ranges=service.SETTING_RANGES,
+        refused=refused,
         words=content_service.list_words(),
         link_rules=content_service.list_link_rules(),
         step_up=service.step_up_policy(),

@@ -293,7 +293,7 @@ def add_step(campaign_id: int):
         version = db.session.get(AssetVersion, version_id)
         channel = version.asset.kind if version else ""
     try:
-        service.add_step(
+        step = service.add_step(
             _actor(),
             campaign_id,
             kind,
@@ -305,7 +305,9 @@ def add_step(campaign_id: int):
         )
     except service.CampaignError as exc:
         flash(str(exc), "error")
-    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+        return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+    # The fragment names the new step, so the page puts the focus on it (app.js).
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id, _anchor=f"step-{step.id}"))
 
 
 @bp.post("/steps/<int:step_id>/delete")
@@ -317,7 +319,7 @@ def remove_step(step_id: int):
         service.remove_step(_actor(), step_id)
     except service.CampaignError as exc:
         flash(str(exc), "error")
-    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
+    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id, _anchor="steps"))
 
 
 @bp.post("/test-addresses")

@@ -1,5 +1,7 @@
 """The settings page: administrators change caps, thresholds and lead-scoring values, audited."""
 
+import re
+
 from sqlalchemy import select
 
 from portal import settings
@@ -57,3 +59,14 @@ def test_only_administrators_reach_the_settings_page(client, login_as):
     login_as("marketing_manager")
     assert client.get("/admin/settings").status_code == 403
     assert client.post("/admin/settings", data=_form()).status_code == 403
+
+
+def test_the_refused_setting_is_marked_invalid_with_its_reason_read_with_it(client, login_as):
+    login_as("administrator")
+    response = client.post("/admin/settings", data=_form(alerts__max_bounce_rate="abc"))
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    field = re.search(r'<input type="number" id="alerts.max_bounce_rate"[^>]*>', page).group(0)
+    assert 'aria-invalid="true"' in field and 'aria-describedby="alerts.max_bounce_rate-error"' in field
+    assert '<p class="field-error" id="alerts.max_bounce_rate-error">最高退信率（%）：' in page
+    assert page.count('aria-invalid="true"') == 1
