@@ -102,7 +102,8 @@ def _register_models() -> None:
     import portal.notify
     import portal.queue
     import portal.reports.models
-    import portal.settings  # noqa: F401
+    import portal.settings
+    import portal.storage  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:

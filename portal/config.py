@@ -45,6 +45,7 @@ ENV_SETTINGS: dict[str, type] = {
     "MAIL_FROM": str,
     "OUTBOX_DIR": str,
     "STORAGE_DIR": str,
+    "STORAGE_BACKEND": str,
     "LOCAL_LOGIN": bool,
     "PUBLIC_BASE_URL": str,
     "SESSION_IDLE_MINUTES": int,
@@ -101,6 +102,10 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_FROM": "Marketing <marketing@example.com>",
         # The development SMTP sink writes here and the Outbox page reads it; unset in production.
         "OUTBOX_DIR": "",
+        # Where files that one host writes and another reads are kept: `database` (chunks in
+        # the stored_files tables, every host reads them) or `folder` (STORAGE_DIR, which all
+        # hosts must then share). With the database, STORAGE_DIR holds only local copies.
+        "STORAGE_BACKEND": "database",
         "STORAGE_DIR": str(Path(instance_path) / "storage"),
         "LOCAL_LOGIN": True,
         "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -177,6 +182,8 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None = None) -> 
             values[name] = _parse(kind, os.environ[name])
     values.update(overrides or {})
 
+    if values["STORAGE_BACKEND"] not in ("database", "folder"):
+        raise RuntimeError(f"STORAGE_BACKEND must be database or folder, not {values['STORAGE_BACKEND']!r}")
     production = values["PORTAL_ENV"] == "production"
     if production:
         check_secret_key(values["SECRET_KEY"])
