@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -156,7 +157,11 @@ def save_upload(actor: Any, filename: str, stream: Any) -> ImportJob:
     mapping step; a file that is no table is refused and removed at once."""
     stored = f"{secrets.token_hex(8)}{Path(filename).suffix.lower()[:6]}"
     try:
-        size = storage.save(AREA, stored, _SizeLimited(stream))
+        limited = _SizeLimited(stream)
+        # Written on this host first, so that reading it back (the preview) is local.
+        with storage.writing(AREA, stored) as draft, open(draft, "wb") as out:
+            shutil.copyfileobj(limited, out, 1024 * 1024)
+        size = limited.size
         table = table_format(storage.local_path(AREA, stored))
         job = ImportJob(
             created_by_id=getattr(actor, "id", None),

@@ -110,8 +110,8 @@ class Network:
         host = Host(f"{self.tag}-{short}", namespace, veth, address, gateway, home)
         self.hosts.append(host)
         # `ip netns exec` puts the files of /etc/netns/<namespace>/ over /etc: the host knows
-        # its own name, and asks no name server it cannot reach (each lookup would wait for
-        # a timeout: Python's getfqdn() is called for every Message-ID).
+        # its own name, and asks no name server it cannot reach (each lookup would wait for a
+        # timeout: the SMTP client looks its name up to greet the relay).
         etc = Path("/etc/netns") / namespace
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n{address} {host.name}\n")
