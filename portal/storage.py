@@ -331,3 +331,22 @@ def _delete_rows(area: str, name: str) -> None:
     # Explicitly rather than by ON DELETE CASCADE alone: SQLite enforces it only when told to.
     connection.execute(sql_delete(stored_file_chunks).where(stored_file_chunks.c.file_id.in_(ids)))
     connection.execute(sql_delete(stored_files).where(stored_files.c.area == area, stored_files.c.name == name))
+
+
+def import_folder(folder: Path) -> list[str]:
+    """Copy the files kept by the folder backend (folder/<area>/<name>) into the database,
+    each in a commit of its own, skipping those already there; the area/name of each copied.
+    For moving an existing installation to STORAGE_BACKEND=database: run it once after
+    upgrading (safe to run again)."""
+    copied = []
+    for path in sorted(folder.glob("*/*")):
+        area, name = path.parent.name, path.name
+        if not path.is_file() or not SAFE_NAME.match(area) or not SAFE_NAME.match(name):
+            continue  # partial files (.name.partial) and local copies (.cache) are not files of record
+        if db.session.connection().execute(_file_query(area, name)).first() is not None:
+            continue
+        with path.open("rb") as stream:
+            save(area, name, stream)
+        db.session.commit()
+        copied.append(f"{area}/{name}")
+    return copied

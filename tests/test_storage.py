@@ -171,3 +171,16 @@ def test_fifty_megabytes_go_in_and_out_without_being_held_in_memory(app_ctx, db)
     limit = 8 * storage.CHUNK_BYTES * storage.CHUNKS_PER_QUERY
     print(f"storage_50mb_peak_write={written_peak} read={read_peak} copy={copy_peak} limit={limit}")
     assert written_peak < limit and read_peak < limit and copy_peak < limit
+
+
+def test_an_existing_storage_folder_is_copied_into_the_database_once(app, app_ctx, db, tmp_path):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "abc.png").write_bytes(b"png bytes")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report-1.pdf").write_bytes(b"%PDF")
+    (tmp_path / "reports" / ".report-2.pdf.1.partial").write_bytes(b"half")
+    result = app.test_cli_runner().invoke(args=["import-storage-folder", str(tmp_path)])
+    assert "2 files copied" in result.output
+    assert b"".join(storage.open_stream("media", "abc.png")) == b"png bytes"
+    assert storage.names("reports") == ["report-1.pdf"]
+    assert storage.import_folder(tmp_path) == []

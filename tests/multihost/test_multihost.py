@@ -305,6 +305,11 @@ def _campaigns_and_a_report(app, make_user, cluster: Cluster, browser: httpx.Cli
                 )
             )
         )
+        owners = db.session.execute(
+            select(Delivery.status, Delivery.lease_owner, func.count())
+            .where(Delivery.campaign_id == campaign_id)
+            .group_by(Delivery.status, Delivery.lease_owner)
+        ).all()
         db.session.remove()
     sent_by_cut_before = sum(1 for address, _ in cluster.sink.received if address == cut.address)
     wait_until(lambda: _all_sent(app, campaign_id, len(emails)), 60, "the second campaign to be sent", cluster)
@@ -314,7 +319,7 @@ def _campaigns_and_a_report(app, make_user, cluster: Cluster, browser: httpx.Cli
     # At most what was in flight on the cut-off host (its claims) can go out twice.
     assert repeated <= len(stranded) + BATCH_SIZE, f"{repeated} messages sent twice"
     assert sum(1 for address, _ in cluster.sink.received if address == cut.address) == sent_by_cut_before
-    assert stranded, "the cut-off host held leases when its link went down"
+    assert stranded, f"the cut-off host held leases when its link went down: {owners}"
     with app.app_context():
         taken_over = db.session.scalar(select(func.count()).where(Delivery.id.in_(stranded), Delivery.status == "sent"))
         db.session.remove()
