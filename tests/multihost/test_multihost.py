@@ -36,7 +36,7 @@ from tests.multihost.hosts import CannotMakeHosts, Forwarder, Host, Network, fre
 
 LEASE_SECONDS = 4
 BATCH_SIZE = 20
-SMTP_DELAY = 0.01  # seconds per message at the sink, so that both workers are busy at once
+SMTP_DELAY = 0.02  # seconds per message at the sink, so that both workers are busy at once
 WEB_PORT = 8000
 
 
@@ -287,30 +287,27 @@ def _campaigns_and_a_report(app, make_user, cluster: Cluster, browser: httpx.Cli
     campaign_id, emails = _draft_campaign(app, make_user, 600, "cut", "北京")
     _publish(browser, campaign_id)
     cut = cluster.workers[0]
-    wait_until(
-        # Halfway through its second claim: a claim committed and in flight.
-        lambda: sum(1 for address, _ in cluster.sink.received if address == cut.address) >= BATCH_SIZE * 3 // 2,
-        30,
-        "the first worker to send part of the second campaign",
-        cluster,
-    )
-    cut.cut_off()
-    with app.app_context():
-        stranded = set(
-            db.session.scalars(
+    stranded: set[int] = set()
+
+    def holding_leases_mid_send() -> bool:
+        """The first worker has sent part of the campaign and holds a committed claim."""
+        if sum(1 for address, _ in cluster.sink.received if address == cut.address) < BATCH_SIZE:
+            return False
+        with app.app_context():
+            held = db.session.scalars(
                 select(Delivery.id).where(
                     Delivery.campaign_id == campaign_id,
                     Delivery.status == "sending",
                     Delivery.lease_owner.startswith(cut.name + ":"),
                 )
             )
-        )
-        owners = db.session.execute(
-            select(Delivery.status, Delivery.lease_owner, func.count())
-            .where(Delivery.campaign_id == campaign_id)
-            .group_by(Delivery.status, Delivery.lease_owner)
-        ).all()
-        db.session.remove()
+            stranded.update(held)
+            db.session.remove()
+        return bool(stranded)
+
+    wait_until(holding_leases_mid_send, 30, "the first worker to hold leases mid-send", cluster)
+    cut.cut_off()
+    time.sleep(1)  # a message wholly sent before the cut may still be in the sink's hands
     sent_by_cut_before = sum(1 for address, _ in cluster.sink.received if address == cut.address)
     wait_until(lambda: _all_sent(app, campaign_id, len(emails)), 60, "the second campaign to be sent", cluster)
     recipients = [to for _, to in cluster.sink.received]
@@ -319,12 +316,11 @@ def _campaigns_and_a_report(app, make_user, cluster: Cluster, browser: httpx.Cli
     # At most what was in flight on the cut-off host (its claims) can go out twice.
     assert repeated <= len(stranded) + BATCH_SIZE, f"{repeated} messages sent twice"
     assert sum(1 for address, _ in cluster.sink.received if address == cut.address) == sent_by_cut_before
-    assert stranded, f"the cut-off host held leases when its link went down: {owners}"
     with app.app_context():
         taken_over = db.session.scalar(select(func.count()).where(Delivery.id.in_(stranded), Delivery.status == "sent"))
         db.session.remove()
     assert taken_over == len(stranded)
     print(
         f"multihost: first campaign 300 by {len(worker_addresses)} hosts; cut-off host held {len(stranded)} "
-        f"leases, all taken over; {repeated} sent twice"
+        f"leases, all ended sent; {repeated} sent twice"
     )
