@@ -147,7 +147,7 @@ def cluster(app, database_url, tmp_path) -> Iterator[Cluster]:
                 "PUBLIC_BASE_URL": f"http://{web.address}:{WEB_PORT}",
             }
 
-        gunicorn = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "4"]
+        gunicorn = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "4", "--no-control-socket"]
         web.start([*gunicorn, "--bind", f"{web.address}:{WEB_PORT}", "wsgi:app"], host_env(web), ROOT, "gunicorn")
         web.start([sys.executable, "-m", "jobs.schedule"], host_env(web), ROOT, "schedule")
         for worker in workers:
