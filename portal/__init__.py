@@ -3,6 +3,7 @@ commands and error pages, once per process."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
+    # A host of its own may keep its instance folder (instance/config.py, local files) elsewhere.
+    instance_path = os.environ.get("PORTAL_INSTANCE_PATH") or None
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
     Path(app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,8 @@ def _register_models() -> None:
     import portal.notify
     import portal.queue
     import portal.reports.models
-    import portal.settings  # noqa: F401
+    import portal.settings
+    import portal.storage  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:

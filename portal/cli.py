@@ -17,6 +17,17 @@ def register_commands(app: Flask) -> None:
         ensure_builtin_roles()
         click.echo("database ready")
 
+    @app.cli.command("import-storage-folder")
+    @click.argument("folder", required=False)
+    def import_storage_folder(folder: str | None) -> None:
+        """Copy the files of the folder backend (default STORAGE_DIR) into the database."""
+        from pathlib import Path
+
+        from portal.storage import import_folder
+
+        copied = import_folder(Path(folder or app.config["STORAGE_DIR"]))
+        click.echo(f"{len(copied)} files copied into the database")
+
     @app.cli.command("demo-data")
     def demo_data() -> None:
         """Load the demo data (safe to run again)."""

@@ -49,6 +49,8 @@ ENV_SETTINGS: dict[str, type] = {
     "MAIL_FROM": str,
     "OUTBOX_DIR": str,
     "STORAGE_DIR": str,
+    "STORAGE_BACKEND": str,
+    "DATABASE_IDLE_TRANSACTION_SECONDS": int,
     "LOCAL_LOGIN": bool,
     "PUBLIC_BASE_URL": str,
     "SESSION_IDLE_MINUTES": int,
@@ -116,6 +118,10 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_FROM": "Marketing <marketing@example.com>",
         # The development SMTP sink writes here and the Outbox page reads it; unset in production.
         "OUTBOX_DIR": "",
+        # Where files that one host writes and another reads are kept: `database` (chunks in
+        # the stored_files tables, every host reads them) or `folder` (STORAGE_DIR, which all
+        # hosts must then share). With the database, STORAGE_DIR holds only local copies.
+        "STORAGE_BACKEND": "database",
         "STORAGE_DIR": str(Path(instance_path) / "storage"),
         "LOCAL_LOGIN": True,
         "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -165,6 +171,10 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "WTF_CSRF_TIME_LIMIT": None,
         # JSON stored as written (not \u-escaped): SQLite's json_extract cannot find escaped keys.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": _json_dumps},
+        # PostgreSQL ends a transaction left idle this long: a host cut off from the network
+        # mid-transaction (its claim of deliveries not yet committed) holds its row locks no
+        # longer than a sender's lease, instead of until TCP gives up on it (hours). 0 = never.
+        "DATABASE_IDLE_TRANSACTION_SECONDS": 300,
     }
 
 
@@ -192,10 +202,21 @@ def load_config(instance_path: str, overrides: dict[str, Any] | None = None) -> 
             values[name] = _parse(kind, os.environ[name])
     values.update(overrides or {})
 
+    if values["STORAGE_BACKEND"] not in ("database", "folder"):
+        raise RuntimeError(f"STORAGE_BACKEND must be database or folder, not {values['STORAGE_BACKEND']!r}")
     production = values["PORTAL_ENV"] == "production"
     if production:
         check_secret_key(values["SECRET_KEY"])
     values["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(values["DATABASE_URL"])
+    idle_seconds = int(values["DATABASE_IDLE_TRANSACTION_SECONDS"])
+    if values["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") and idle_seconds > 0:
+        options = dict(values["SQLALCHEMY_ENGINE_OPTIONS"])
+        connect_args = dict(options.get("connect_args", {}))
+        connect_args["options"] = (
+            f"{connect_args.get('options', '')} -c idle_in_transaction_session_timeout={idle_seconds * 1000}"
+        ).strip()
+        options["connect_args"] = connect_args
+        values["SQLALCHEMY_ENGINE_OPTIONS"] = options
     values["TESTING"] = values["PORTAL_ENV"] == "testing"
     values["SESSION_COOKIE_HTTPONLY"] = True
     values["SESSION_COOKIE_SAMESITE"] = "Lax"

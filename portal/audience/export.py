@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from flask import current_app
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
-from portal import audit
+from portal import audit, storage
 from portal.access import Permission, check_step_up
 from portal.audience.importing import neutralise
 from portal.audience.models import Contact, Segment
 from portal.audience.segments import segment_query
 from portal.extensions import db
 from portal.queue import JobRun, enqueue
+from portal.refusals import Refusal
 
 COLUMNS = (
     "id",
@@ -35,26 +35,29 @@ COLUMNS = (
 )
 
 
-class ExportRefused(PermissionError):
-    pass
+class ExportRefused(Refusal, PermissionError):
+    messages = {
+        "may_not_export": _l("You may not export contacts."),
+        "format": _l("Choose CSV or XLSX."),
+        "no_such_segment": _l("No such segment."),
+        "no_such_export": _l("No such export."),
+    }
 
 
-def exports_dir() -> Path:
-    directory = Path(current_app.config["STORAGE_DIR"]) / "exports"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+AREA = "exports"  # the storage area of export files
+MIMETYPES = {"csv": "text/csv", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 def start_export(actor: Any, segment_id: int, file_format: str, step_up_at: datetime | None) -> JobRun:
     """High risk: needs the bulk-export permission and a recently confirmed second factor (`check_step_up`)."""
     if not actor.can(Permission.AUDIENCE_BULK_EXPORT):
-        raise ExportRefused("You may not export contacts.")
+        raise ExportRefused("may_not_export")
     check_step_up(step_up_at)
     if file_format not in ("csv", "xlsx"):
-        raise ExportRefused("CSV or XLSX only.")
+        raise ExportRefused("format")
     segment = db.session.get(Segment, segment_id)
     if segment is None:
-        raise ExportRefused("No such segment.")
+        raise ExportRefused("no_such_segment")
     audit.record(actor, "segment.exported", f"segment:{segment.id}", {"format": file_format, "name": segment.name})
     db.session.commit()
     return enqueue(
@@ -81,27 +84,27 @@ def write_export(
         .execution_options(yield_per=5000)
     )
     name = f"segment-{segment_id}-{job_run_id or 'x'}.{file_format}"
-    path = exports_dir() / name
 
-    if file_format == "csv":
-        with open(path, "w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
+    with storage.writing(AREA, name) as path:
+        if file_format == "csv":
+            with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(COLUMNS)
+                for number, row in enumerate(rows, start=1):
+                    writer.writerow([neutralise(v) if isinstance(v, str) else _plain(v) for v in row])
+                    if number % 5000 == 0:
+                        progress(min(99, 100 * number // total), f"{number} / {total}")
+        else:
+            from openpyxl import Workbook
+
+            workbook = Workbook(write_only=True)
+            sheet = workbook.create_sheet("contacts")
+            sheet.append(list(COLUMNS))
             for number, row in enumerate(rows, start=1):
-                writer.writerow([neutralise(v) if isinstance(v, str) else _plain(v) for v in row])
+                sheet.append([text_cell(sheet, v) if isinstance(v, str) else _plain(v) for v in row])
                 if number % 5000 == 0:
                     progress(min(99, 100 * number // total), f"{number} / {total}")
-    else:
-        from openpyxl import Workbook
-
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet("contacts")
-        sheet.append(list(COLUMNS))
-        for number, row in enumerate(rows, start=1):
-            sheet.append([text_cell(sheet, v) if isinstance(v, str) else _plain(v) for v in row])
-            if number % 5000 == 0:
-                progress(min(99, 100 * number // total), f"{number} / {total}")
-        workbook.save(path)
+            workbook.save(path)
     return name
 
 
@@ -120,11 +123,17 @@ def text_cell(sheet: Any, value: str) -> Any:
     return cell
 
 
-def export_file_for(actor: Any, job_run_id: int) -> Path:
-    """Only the person who started an export may download it."""
+def export_file_for(actor: Any, job_run_id: int) -> tuple[Iterator[bytes], str, str]:
+    """(the file's bytes in chunks, its name, mimetype). Only the person who started an
+    export may download it."""
     run = db.session.get(JobRun, job_run_id)
     if run is None or run.kind != "export" or run.created_by_id != actor.id or not run.result_ref:
-        raise ExportRefused("No such export.")
+        raise ExportRefused("no_such_export")
+    try:
+        chunks = storage.open_stream(AREA, run.result_ref)
+    except FileNotFoundError:
+        raise ExportRefused("no_such_export") from None
     audit.record(actor, "export.downloaded", f"job:{run.id}", {"file": run.result_ref})
     db.session.commit()
-    return exports_dir() / run.result_ref
+    extension = run.result_ref.rpartition(".")[2]
+    return chunks, run.result_ref, MIMETYPES.get(extension, "application/octet-stream")

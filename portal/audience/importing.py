@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -21,11 +22,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import BigInteger, Integer, String, any_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 
-from portal import audit
+from portal import audit, storage
 from portal.access import Permission
 from portal.audience import normalise
 from portal.audience.importing_files import (
@@ -113,14 +113,27 @@ def member_of(column, values: list[Any]):
     return column.in_(list(values))
 
 
-def storage_dir() -> Path:
-    directory = Path(current_app.config["STORAGE_DIR"]) / "imports"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+AREA = "imports"  # the storage area of uploads and their rejected rows
 
 
 def upload_path(job: ImportJob) -> Path:
-    return storage_dir() / job.stored_name
+    """The uploaded file on this host (a local copy of what storage holds); a path that does
+    not exist once the upload is removed."""
+    return storage.local_path(AREA, job.stored_name)
+
+
+class _SizeLimited:
+    """A stream that refuses to be read past MAX_UPLOAD_BYTES."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.size = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        self.size += len(chunk)
+        if self.size > MAX_UPLOAD_BYTES:
+            raise ImportRefused("too_large", megabytes=MAX_UPLOAD_BYTES // (1024 * 1024))
+        return chunk
 
 
 def job_format(job: ImportJob) -> TableFormat:
@@ -143,16 +156,13 @@ def save_upload(actor: Any, filename: str, stream: Any) -> ImportJob:
     """Store the uploaded file, work out how to read it and read its first rows for the
     mapping step; a file that is no table is refused and removed at once."""
     stored = f"{secrets.token_hex(8)}{Path(filename).suffix.lower()[:6]}"
-    path = storage_dir() / stored
-    size = 0
     try:
-        with open(path, "wb") as out:
-            while chunk := stream.read(1024 * 1024):
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise ImportRefused("too_large", megabytes=MAX_UPLOAD_BYTES // (1024 * 1024))
-                out.write(chunk)
-        table = table_format(path)
+        limited = _SizeLimited(stream)
+        # Written on this host first, so that reading it back (the preview) is local.
+        with storage.writing(AREA, stored) as draft, open(draft, "wb") as out:
+            shutil.copyfileobj(limited, out, 1024 * 1024)
+        size = limited.size
+        table = table_format(storage.local_path(AREA, stored))
         job = ImportJob(
             created_by_id=getattr(actor, "id", None),
             original_name=filename[:255],
@@ -161,7 +171,10 @@ def save_upload(actor: Any, filename: str, stream: Any) -> ImportJob:
         )
         preview(job)  # refuses empty files before anything is recorded
     except ImportRefused:
-        path.unlink(missing_ok=True)
+        # Nothing of a refused upload is kept (the page is rendered after this).
+        db.session.rollback()
+        storage.delete(AREA, stored)
+        db.session.commit()
         raise
     db.session.add(job)
     audit.record(actor, "import.uploaded", f"file:{filename[:100]}", {"bytes": size, "encoding": table.encoding})
@@ -268,7 +281,7 @@ def remove_abandoned_uploads(days: int = ABANDONED_AFTER_DAYS) -> int:
     for job in db.session.scalars(
         select(ImportJob).where(ImportJob.status == "uploaded", ImportJob.created_at < cutoff)
     ):
-        upload_path(job).unlink(missing_ok=True)
+        storage.delete(AREA, job.stored_name)
         job.status, job.failure, job.finished_at = "failed", "abandoned", utcnow()
         removed += 1
     db.session.commit()
@@ -450,15 +463,17 @@ def run_import(job_id: int, progress: Callable[[int, str], None] | None = None) 
         job.failure_row = (exc.params.get("row") if isinstance(exc, ImportRefused) else None) or None
         job.status, job.finished_at = "failed", utcnow()
         audit.record(None, "import.failed", f"import:{job.id}", {"failure": job.failure, **committed})
+        _store_report(job)
+        storage.delete(AREA, job.stored_name)
         db.session.commit()
-        path.unlink(missing_ok=True)
         return job
     for name, value in outcome.counts().items():
         setattr(job, name, value)
     job.status, job.finished_at = "done", utcnow()
     audit.record(None, "import.finished", f"import:{job.id}", outcome.counts())
+    _store_report(job)
+    storage.delete(AREA, job.stored_name)  # the report keeps the rejected rows; nothing else needs the file
     db.session.commit()
-    path.unlink(missing_ok=True)  # the report keeps the rejected rows; nothing else needs the file
     return job
 
 
@@ -478,7 +493,7 @@ def _import_in_batches(
     """The row-by-row path (XLSX files, SQLite): batches of BATCH_SIZE rows, each one
     looked up, merged and written with a few set-based statements."""
     with (
-        open(report_path(job), "w", encoding="utf-8-sig", newline="") as report,
+        open(report_draft(job), "w", encoding="utf-8-sig", newline="") as report,
         closing(iter_file_rows(upload_path(job), table)) as rows,
     ):
         writer = csv.writer(report)
@@ -815,9 +830,28 @@ def _apply_consent_and_tags(job: ImportJob, touched: list[tuple[_Row, dict[str, 
             db.session.execute(insert(ContactTag), new)
 
 
+def _report_name(job: ImportJob) -> str:
+    return f"import-{job.id}-rejected.csv"
+
+
 def report_path(job: ImportJob) -> Path:
-    """The rejected rows as the import wrote them: row, problems (JSON codes), the cells."""
-    return storage_dir() / f"import-{job.id}-rejected.csv"
+    """The rejected rows as the import wrote them: row, problems (JSON codes), the cells (a
+    local copy of what storage holds; a path that does not exist when there is no report)."""
+    return storage.local_path(AREA, _report_name(job))
+
+
+def report_draft(job: ImportJob) -> Path:
+    """Where the running import writes its rejected rows on this host, until it ends."""
+    return storage.scratch_path(_report_name(job))
+
+
+def _store_report(job: ImportJob) -> None:
+    """Keep the rejected rows the import wrote, finished or failed, where every host reads them."""
+    draft = report_draft(job)
+    if draft.is_file():
+        with draft.open("rb") as stream:
+            storage.save(AREA, _report_name(job), stream)
+        draft.unlink()
 
 
 def rejected_rows(job: ImportJob, limit: int | None = None) -> Iterator[tuple[int, list[list[Any]], list[str]]]:

@@ -38,7 +38,7 @@ from portal.audience.importing import (
     default_source,
     neutralise,
     parse_plan,
-    report_path,
+    report_draft,
     upload_path,
 )
 from portal.audience.importing_files import TableFormat, is_blank, iter_rows, read_header
@@ -520,7 +520,7 @@ def _write_report(connection, job: ImportJob, headers: list[str]) -> int:
     """Rejected rows in the order the row-by-row path writes them: batch by batch, the rows
     refused while reading before those refused while merging, each in file order."""
     rejected = 0
-    with open(report_path(job), "w", encoding="utf-8-sig", newline="") as report:
+    with open(report_draft(job), "w", encoding="utf-8-sig", newline="") as report:
         writer = csv.writer(report)
         writer.writerow(["row", "problems", *headers])
         result = connection.execute(

@@ -11,7 +11,6 @@ from flask import (
     flash,
     render_template,
     request,
-    send_file,
     stream_with_context,
     url_for,
 )
@@ -40,6 +39,7 @@ from portal.csv_download import csv_response
 from portal.extensions import db
 from portal.htmx import is_htmx, page_or_fragment, redirect_after_post
 from portal.queue import JobRun, enqueue
+from portal.storage import attachment
 
 bp = Blueprint("audience", __name__)
 
@@ -620,10 +620,10 @@ def segment_export(segment_id: int):
 @require(Permission.AUDIENCE_BULK_EXPORT)
 def export_download(job_run_id: int):
     try:
-        path = export.export_file_for(_actor(), job_run_id)
+        chunks, name, mimetype = export.export_file_for(_actor(), job_run_id)
     except export.ExportRefused:
         abort(404)
-    return send_file(path, as_attachment=True, download_name=path.name)
+    return attachment(chunks, name, mimetype)
 
 
 # --- tags, tag rules, scoring ------------------------------------------------------------------

@@ -185,9 +185,9 @@ def delete_image(actor: User, image_id: int) -> None:
         raise ContentError("image_in_use", count=len(used))
     audit.record(actor, "content.image_deleted", f"media:{image.id}", {"name": image.original_name})
     db.session.delete(image)
-    db.session.commit()
     storage.delete(AREA, image.file_name)
     storage.delete(AREA, image.thumbnail_name)
+    db.session.commit()
 
 
 def image_by_file_name(file_name: str) -> MediaImage | None:

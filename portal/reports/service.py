@@ -9,19 +9,18 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from portal import audit, notify
+from portal import audit, notify, storage
 from portal.access import Permission
 from portal.campaigns.models import Campaign
 from portal.extensions import db
@@ -57,10 +56,7 @@ def _permission_for(kind: str) -> Permission:
     return Permission.BACKUP_EXPORT if kind == ReportKind.BACKUP_ZIP else Permission.REPORTS_EXPORT
 
 
-def reports_dir() -> Path:
-    directory = Path(current_app.config["STORAGE_DIR"]) / "reports"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+AREA = "reports"  # the storage area of report files
 
 
 # --- dashboard and tracking table ---------------------------------------------------------
@@ -173,19 +169,21 @@ def history(actor: Any, kind: str = "", limit: int = 100) -> list[Report]:
     return list(db.session.scalars(query))
 
 
-def report_file_for(actor: Any, report_id: int) -> tuple[Path, str, str]:
-    """(path, download name, mimetype) of a ready report; the download is audited."""
+def report_file_for(actor: Any, report_id: int) -> tuple[Iterator[bytes], str, str]:
+    """(the file's bytes in chunks, download name, mimetype) of a ready report; the download
+    is audited."""
     report = visible_report(actor, report_id)
     _need(actor, _permission_for(report.kind))
     if report.status != ReportStatus.READY or not report.file_name:
         raise ReportError(_("The report is not ready."))
-    path = reports_dir() / report.file_name
-    if not path.is_file():
-        raise ReportError(_("The report file is missing; build the report again."))
+    try:
+        chunks = storage.open_stream(AREA, report.file_name)
+    except FileNotFoundError:
+        raise ReportError(_("The report file is missing; build the report again.")) from None
     audit.record(actor, "report.downloaded", f"report:{report.id}", {"kind": report.kind, "file": report.file_name})
     db.session.commit()
     extension, mimetype = DOWNLOAD_TYPES[ReportKind(report.kind)]
-    return path, f"report-{report.id}.{extension}", mimetype
+    return chunks, f"report-{report.id}.{extension}", mimetype
 
 
 def build_report_file(report_id: int, progress: Callable[[int, str], None] | None = None) -> Report:
@@ -197,7 +195,7 @@ def build_report_file(report_id: int, progress: Callable[[int, str], None] | Non
     report = db.session.get(Report, report_id)
     if report is None:
         raise ReportError(f"no report {report_id}")
-    if report.status == ReportStatus.READY and report.file_name and (reports_dir() / report.file_name).is_file():
+    if report.status == ReportStatus.READY and report.file_name and storage.exists(AREA, report.file_name):
         return report
     report.status = ReportStatus.RUNNING
     db.session.commit()
@@ -214,7 +212,7 @@ def build_report_file(report_id: int, progress: Callable[[int, str], None] | Non
         db.session.commit()
         raise
     report.file_name = name
-    report.file_size = (reports_dir() / name).stat().st_size
+    report.file_size = storage.size(AREA, name)
     report.status = ReportStatus.READY
     report.error = ""
     report.finished_at = utcnow()
@@ -230,25 +228,23 @@ def build_report_file(report_id: int, progress: Callable[[int, str], None] | Non
 def _write(report: Report, owner: Any, progress: Callable[[int, str], None]) -> str:
     extension, _mimetype = DOWNLOAD_TYPES[ReportKind(report.kind)]
     name = f"report-{report.id}-{utcnow():%Y%m%d%H%M%S}.{extension}"
-    path = reports_dir() / name
-    partial = path.with_suffix(path.suffix + ".part")
-    if report.kind == ReportKind.BACKUP_ZIP:
-        write_backup(partial, progress)
-    else:
-        progress(10, _("Computing the figures"))
-        figures = metrics.compute(metrics.Filters.from_params(report.params))
-        progress(50, _("Writing the file"))
-        if report.kind == ReportKind.CAMPAIGN_PDF:
-            from portal.reports.pdf import build_pdf
-
-            who = (owner.display_name if owner else "") or _("the portal")
-            build_pdf(partial, figures, report.title, who, utcnow(), progress)
+    # Readers never see a half-written file: it is stored under its name only when complete.
+    with storage.writing(AREA, name) as partial:
+        if report.kind == ReportKind.BACKUP_ZIP:
+            write_backup(partial, progress)
         else:
-            from portal.reports.xlsx import build_workbook
+            progress(10, _("Computing the figures"))
+            figures = metrics.compute(metrics.Filters.from_params(report.params))
+            progress(50, _("Writing the file"))
+            if report.kind == ReportKind.CAMPAIGN_PDF:
+                from portal.reports.pdf import build_pdf
 
-            build_workbook(partial, figures, tracking_only=report.kind == ReportKind.TRACKING_XLSX)
-    # Readers never see a half-written file: it appears under its name only when complete.
-    partial.replace(path)
+                who = (owner.display_name if owner else "") or _("the portal")
+                build_pdf(partial, figures, report.title, who, utcnow(), progress)
+            else:
+                from portal.reports.xlsx import build_workbook
+
+                build_workbook(partial, figures, tracking_only=report.kind == ReportKind.TRACKING_XLSX)
     return name
 
 

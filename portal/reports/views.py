@@ -3,7 +3,7 @@ and downloads, cost entries, monthly schedules and the backup export."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, render_template, request, send_file, url_for
+from flask import Blueprint, abort, flash, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -14,6 +14,7 @@ from portal.htmx import page_or_fragment, redirect_after_post
 from portal.reports import formatting, metrics, service
 from portal.reports.forms import CostForm, ScheduleForm
 from portal.reports.models import ReportKind
+from portal.storage import attachment
 
 bp = Blueprint("reports", __name__)
 
@@ -131,11 +132,11 @@ def status(report_id: int):
 @require_any(Permission.REPORTS_EXPORT, Permission.BACKUP_EXPORT)
 def download(report_id: int):
     try:
-        path, name, mimetype = service.report_file_for(_actor(), report_id)
+        chunks, name, mimetype = service.report_file_for(_actor(), report_id)
     except service.ReportError as exc:
         flash(str(exc), "error")
         return redirect_after_post(url_for("reports.history"))
-    return send_file(path, mimetype=mimetype, as_attachment=True, download_name=name)
+    return attachment(chunks, name, mimetype)
 
 
 @bp.route("/campaigns/<int:campaign_id>/costs", methods=["GET", "POST"])

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from portal import storage
 from portal.audience import importing
 from portal.audience.models import Contact, ContactConsent, ImportJob
 from portal.extensions import db
@@ -290,7 +291,7 @@ def _selected_mapping(page: str) -> dict[str, str]:
 
 def _uploads(app) -> set[str]:
     with app.app_context():
-        return {p.name for p in importing.storage_dir().iterdir() if not p.name.startswith("import-")}
+        return {name for name in storage.names(importing.AREA) if not name.startswith("import-")}
 
 
 def post_file(client, name: str, data: bytes):
@@ -483,7 +484,8 @@ def test_a_failed_import_says_so_plainly_and_keeps_no_upload(app, client, sign_i
     assert response.status_code == 303
     job_id = latest_job_id(app)
     with app.app_context():
-        importing.upload_path(db.session.get(ImportJob, job_id)).unlink()  # the file vanished from storage
+        storage.delete(importing.AREA, db.session.get(ImportJob, job_id).stored_name)  # the file vanished
+        db.session.commit()
     with pytest.raises(importing.ImportFailed):
         run_queued_import(app, job_id)
     with app.app_context():

@@ -7,6 +7,7 @@ import pytest
 from openpyxl import load_workbook
 from pypdf import PdfReader
 
+from portal import storage
 from portal.auth.models import User
 from portal.extensions import db
 from portal.reports import service
@@ -26,7 +27,7 @@ def build(report_data, kind, **params):
     db.session.commit()
     report = service.build_report_file(report.id)
     assert report.status == ReportStatus.READY
-    return service.reports_dir() / report.file_name
+    return storage.local_path(service.AREA, report.file_name)
 
 
 def pdf_text(path) -> str:
