@@ -278,6 +278,8 @@ def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resum
     if reasons:
         raise CampaignError(" ".join(reasons))
     now = utcnow()
+    if start_at is None and not resuming:
+        start_at = campaign.scheduled_at  # the start planned while configuring
     scheduled_at = start_at if start_at and start_at > now else now
     # Conditional on the status read above: of two clicks on Publish, only one goes through.
     changed = db.session.execute(
@@ -321,11 +323,37 @@ def change_status(actor: Any, campaign_id: int, action: str) -> Campaign:
         raise CampaignError(f"A {campaign.status} campaign cannot be {target}.")
     before = campaign.status
     campaign.status = target
-    details = {"from": before, "to": target}
+    details: dict[str, Any] = {"from": before, "to": target}
     if target == CampaignStatus.CANCELLED:
         from portal.campaigns.runner import cancel_campaign_work
 
         details.update(cancel_campaign_work(campaign.id))
-    audit.record(actor, f"campaign.{action}", f"campaign:{campaign.id}", details)
+    else:
+        details.update(paused_figures(campaign.id))
+    audit.record(actor, AUDIT_EVENTS[action], f"campaign:{campaign.id}", details)
     db.session.commit()
     return campaign
+
+
+AUDIT_EVENTS = {"pause": "campaign.paused", "cancel": "campaign.cancel"}
+
+
+def paused_figures(campaign_id: int) -> dict[str, int]:
+    """What a pause holds: messages planned and not sent (they wait, nothing is lost),
+    messages a sender holds right now (they finish: a pause stops senders at their next
+    status check), and contacts waiting in the flow (they stay at their step)."""
+    from sqlalchemy import func
+
+    from portal.campaigns.models import Journey, JourneyStatus
+    from portal.delivery.models import Delivery, DeliveryStatus
+
+    pending, in_flight = db.session.execute(
+        select(
+            func.count(Delivery.id).filter(Delivery.status == DeliveryStatus.PENDING),
+            func.count(Delivery.id).filter(Delivery.status == DeliveryStatus.SENDING),
+        ).where(Delivery.campaign_id == campaign_id)
+    ).one()
+    waiting = db.session.scalar(
+        select(func.count(Journey.id)).where(Journey.campaign_id == campaign_id, Journey.status == JourneyStatus.ACTIVE)
+    )
+    return {"pending": pending or 0, "in_flight": in_flight or 0, "waiting": waiting or 0}
