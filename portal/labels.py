@@ -468,7 +468,10 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "campaign.pause": (_l("Campaign paused"), None),
     "campaign.paused": (
         _l("Campaign paused"),
-        _l("%(pending)s planned messages wait, %(in_flight)s were being sent, %(waiting)s contacts hold at their steps."),
+        _l(
+            "%(pending)s planned messages wait, %(in_flight)s were being sent, "
+            "%(waiting)s contacts hold at their steps."
+        ),
     ),
     "campaign.resumed": (_l("Campaign resumed"), None),
     "campaign.resume": (_l("Campaign resumed"), None),

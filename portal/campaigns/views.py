@@ -295,6 +295,7 @@ def _canvas_context(
         "may_edit": current_user.can(Permission.CAMPAIGN_EDIT),
         "started": campaign.started_at is not None,
         "live": campaign.status in ("scheduled", "running"),
+        "polling": request.args.get("poll") == "1",
         "selected": selected,
         "insert": insert if selected is None else None,
         "kind": kind if kind in KIND_LABELS else "",
@@ -304,7 +305,8 @@ def _canvas_context(
         "notice": notice,
         "values": values or {},
         "version_options": [
-            (v.id, f"{v.asset.name} v{v.number} · {labels.label('channel', v.asset.kind)}") for v in _approved_versions()
+            (v.id, f"{v.asset.name} v{v.number} · {labels.label('channel', v.asset.kind)}")
+            for v in _approved_versions()
         ],
         "canvas_step_values": canvas.step_values,
         "conditions": CONDITION_LABELS,

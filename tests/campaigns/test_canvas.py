@@ -76,7 +76,7 @@ def refusal(call, *args, **kwargs):
 
 def test_a_step_inserted_on_an_edge_goes_there_and_the_later_steps_move_down(app, setup):
     with app.app_context():
-        campaign_id, steps = nurture(setup)
+        campaign_id, _steps = nurture(setup)
         service.insert_step(manager(setup), campaign_id, "delay", {"days": "1"}, index=1)
         assert kinds(campaign_id) == [("message", None), ("delay", 1), ("delay", 2), ("branch", None),
                                       ("delay", 4), ("message", None)]  # fmt: skip
@@ -116,7 +116,7 @@ def test_steps_move_up_and_down_and_by_drag_onto_another_path(app, setup):
 
 def test_a_branch_cannot_move_into_its_own_path(app, setup):
     with app.app_context():
-        campaign_id, steps = nurture(setup)
+        _campaign_id, steps = nurture(setup)
         error = refusal(
             service.move_step, manager(setup), steps["branch"], parent_id=steps["branch"], branch="yes", index=0
         )
@@ -125,7 +125,7 @@ def test_a_branch_cannot_move_into_its_own_path(app, setup):
 
 def test_a_step_is_edited_with_its_own_fields_and_bad_values_are_refused_with_a_code(app, setup):
     with app.app_context():
-        campaign_id, steps = nurture(setup)
+        _campaign_id, steps = nurture(setup)
         actor = manager(setup)
         service.update_step(actor, steps["wait"], {"days": "3", "hours": "6", "content_version_id": "999"})
         assert db.session.get(CampaignStep, steps["wait"]).config == {"days": 3, "hours": 6, "relative_to": "previous"}
