@@ -81,8 +81,15 @@ class CampaignError(Refusal, ValueError):
 
 @dataclass(frozen=True)
 class Problem:
+    """Something that stops the campaign from being scheduled; `message` is the English
+    sentence, marked for the catalogue, which the page shows in the reader's language."""
+
     step_id: int | None
     message: str
+
+
+def N_(text: str) -> str:  # gettext's name for "mark for translation, translate later"
+    return text
 
 
 def editable(campaign: Campaign) -> bool:
@@ -545,17 +552,17 @@ def _ab_problems(step: CampaignStep) -> list[Problem]:
     problems = []
     other = db.session.get(AssetVersion, ab.get("version_b")) if ab.get("version_b") else None
     if other is None or other.status != VersionStatus.APPROVED:
-        problems.append(Problem(step.id, "Variant B must be approved content."))
+        problems.append(Problem(step.id, N_("Variant B must be approved content.")))
     elif step.channel and other.asset.kind != step.channel:
-        problems.append(Problem(step.id, "Variant B does not fit the step's channel."))
+        problems.append(Problem(step.id, N_("Variant B does not fit the step's channel.")))
     elif other.id == step.content_version_id:
-        problems.append(Problem(step.id, "Variant B must differ from variant A."))
+        problems.append(Problem(step.id, N_("Variant B must differ from variant A.")))
     if not isinstance(ab.get("share"), int) or not 1 <= ab["share"] <= 50:
-        problems.append(Problem(step.id, "The A/B test share is 1-50 % of the audience."))
+        problems.append(Problem(step.id, N_("The A/B test share is 1 to 50 percent of the audience.")))
     if not isinstance(ab.get("window_hours"), int) or ab["window_hours"] < 1:
-        problems.append(Problem(step.id, "The A/B test window is at least one hour."))
+        problems.append(Problem(step.id, N_("The A/B test window is at least one hour.")))
     if ab.get("metric") not in AB_METRICS:
-        problems.append(Problem(step.id, "Choose how the winner is picked: opens or clicks."))
+        problems.append(Problem(step.id, N_("Choose how the winner is picked: opens or clicks.")))
     return problems
 
 
@@ -627,42 +634,42 @@ def validate(campaign_id: int) -> list[Problem]:
     campaign = get(campaign_id)
     problems: list[Problem] = []
     if campaign.segment_id is None:
-        problems.append(Problem(None, "Choose the audience (a segment)."))
+        problems.append(Problem(None, N_("Choose the audience (a segment).")))
     else:
         try:
             if count_segment(campaign.segment_id) == 0:
-                problems.append(Problem(None, "The audience is empty."))
+                problems.append(Problem(None, N_("The audience is empty.")))
         except SegmentRuleError as exc:
             problems.append(Problem(None, f"The audience's rules are invalid: {exc}"))
     if campaign.entry_kind == "event" and not campaign.entry_event:
-        problems.append(Problem(None, "Choose the event that starts the campaign."))
+        problems.append(Problem(None, N_("Choose the event that starts the campaign.")))
     if not any(s.kind == StepKind.MESSAGE for s in campaign.steps):
-        problems.append(Problem(None, "Add at least one message step."))
+        problems.append(Problem(None, N_("Add at least one message step.")))
     for step in campaign.steps:
         config = step.config or {}
         if step.kind == StepKind.MESSAGE:
             version = db.session.get(AssetVersion, step.content_version_id) if step.content_version_id else None
             if version is None:
-                problems.append(Problem(step.id, "This message step has no content."))
+                problems.append(Problem(step.id, N_("This message step has no content.")))
             elif version.status != VersionStatus.APPROVED:
-                problems.append(Problem(step.id, "This message step uses content that is not approved."))
+                problems.append(Problem(step.id, N_("This message step uses content that is not approved.")))
             elif step.channel and version.asset.kind != step.channel:
-                problems.append(Problem(step.id, "The content does not fit the step's channel."))
+                problems.append(Problem(step.id, N_("The content does not fit the step's channel.")))
             problems += _ab_problems(step)
         elif step.kind == StepKind.DELAY:
             days, hours = config.get("days", 0), config.get("hours", 0)
             if not isinstance(days, int) or not isinstance(hours, int) or days < 0 or hours < 0:
-                problems.append(Problem(step.id, "A delay cannot be negative."))
+                problems.append(Problem(step.id, N_("A delay cannot be negative.")))
             elif days == 0 and hours == 0:
-                problems.append(Problem(step.id, "A delay of nothing: remove it or give it a length."))
+                problems.append(Problem(step.id, N_("A delay of nothing: remove it or give it a length.")))
         elif step.kind == StepKind.BRANCH:
             if config.get("condition") not in BRANCH_CONDITIONS:
-                problems.append(Problem(step.id, "Choose what the branch checks."))
+                problems.append(Problem(step.id, N_("Choose what the branch checks.")))
             if not path(campaign, step.id, "yes") and not path(campaign, step.id, "no"):
-                problems.append(Problem(step.id, "A branch needs at least one path."))
+                problems.append(Problem(step.id, N_("A branch needs at least one path.")))
         elif step.kind == StepKind.ACTION:
             if config.get("type") not in ACTION_TYPES:
-                problems.append(Problem(step.id, "Choose what the action does."))
+                problems.append(Problem(step.id, N_("Choose what the action does.")))
             elif config.get("type") in ("add_tag", "remove_tag") and not config.get("value"):
-                problems.append(Problem(step.id, "Name the tag."))
+                problems.append(Problem(step.id, N_("Name the tag.")))
     return problems

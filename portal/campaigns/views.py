@@ -181,6 +181,8 @@ def campaign_labels():
         "pause_reason_label": pause_reason_label,
         "pause_details": monitoring.pause_details,
         "figure_label": lambda f: FIGURE_LABELS.get(f, f),
+        # A validation problem's sentence, marked with N_ in the service (no %-formatting).
+        "problem_text": lambda message: str(_(message)),
     }
 
 
@@ -355,9 +357,14 @@ def _canvas_answer(campaign_id: int, status: int = 200, **panel):
     page (after a change, by a 303 to it, so that reloading changes nothing)."""
     campaign = db.session.get(Campaign, campaign_id) or abort(404)
     if is_htmx():
-        response = make_response(
-            render_template("campaigns/_canvas.html", **_canvas_context(campaign, **panel)), status
-        )
+        context = _canvas_context(campaign, **panel)
+        body = render_template("campaigns/_canvas.html", **context)
+        if request.method == "POST":
+            # What is missing changes with the flow: the validation travels along, out of band.
+            body += render_template(
+                "campaigns/_validation.html", problems=service.validate(campaign.id), oob=True, **context
+            )
+        response = make_response(body, status)
     elif status == 200 and request.method == "POST":
         if panel.get("notice"):
             flash(panel["notice"], "success")

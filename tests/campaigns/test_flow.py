@@ -116,7 +116,7 @@ def test_ab_test_needs_a_second_approved_variant_a_share_a_window_and_a_metric(a
         problems = {p.message for p in service.validate(campaign.id) if p.step_id == bad.id}
         assert problems == {
             "Variant B must be approved content.",
-            "The A/B test share is 1-50 % of the audience.",
+            "The A/B test share is 1 to 50 percent of the audience.",
             "The A/B test window is at least one hour.",
             "Choose how the winner is picked: opens or clicks.",
         }
