@@ -196,8 +196,9 @@ def _alert_pause(campaign: Campaign) -> tuple[str, dict[str, Any]] | None:
 
 
 def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> Campaign:
-    """The publish gate. Every refusal says everything that is missing. A campaign the portal
-    paused by itself goes through `resume`, which asks for the figures to be acknowledged."""
+    """The publish gate for a draft. Every refusal says everything that is missing. A paused
+    campaign goes through `resume` (the same gate, audited as `campaign.resumed`; after an
+    automatic pause it asks for the figures to be acknowledged)."""
     campaign = _through_gate(actor, campaign_id, start_at)
     audit.record(
         actor,
@@ -271,8 +272,9 @@ def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resum
     campaign = get(campaign_id)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise CampaignError("Only a draft or paused campaign can be published.")
-    if not resuming and _alert_pause(campaign) is not None:
-        raise ResumeRefused("acknowledgement_required")
+    if not resuming and campaign.status == CampaignStatus.PAUSED:
+        # A paused campaign is resumed (its own action and audit event), never published again.
+        raise ResumeRefused("use_resume")
     reasons = [p.message for p in validate(campaign.id)]
     reasons += [f"Step #{s.id} needs a successful test send of its current content." for s in untested_steps(campaign)]
     if reasons:

@@ -73,6 +73,7 @@ PAUSE_REASON_LABELS = {
 }
 RESUME_REFUSALS = {
     "not_paused": _l("Only a paused campaign can be resumed."),
+    "use_resume": _l("This campaign is paused: resume it rather than publishing it again."),
     "acknowledgement_required": _l(
         "The portal paused this campaign because of its figures: tick the box to confirm you have "
         "looked at them before resuming."
