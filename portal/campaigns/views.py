@@ -184,7 +184,13 @@ def campaign_labels():
         "figure_label": lambda f: FIGURE_LABELS.get(f, f),
         # A validation problem's sentence, marked with N_ in the service (no %-formatting).
         "problem_text": lambda message: str(_(message)),
+        "version_name": _version_name,
     }
+
+
+def _version_name(version_id: int | None) -> str:
+    version = db.session.get(AssetVersion, version_id) if version_id else None
+    return f"{version.asset.name} v{version.number}" if version else "—"
 
 
 # Reading campaigns and their canvases: people who run them, and people who read the results.

@@ -167,3 +167,21 @@ def test_new_campaign_page_offers_owner_start_window_and_templates(client, login
     ):
         assert text in page, text
     assert 'type="text" id="window_start"' not in page
+
+
+def test_an_ab_step_shows_both_variants_and_the_split(app, client, login_as, setup):
+    from portal.auth.models import User
+    from portal.campaigns import service
+
+    with app.app_context():
+        actor = db.session.get(User, setup["manager"])
+        campaign = service.create_campaign(actor, {"name": "A/B 测试"})
+        ab = {"version_b": setup["approved"], "share": 20, "window_hours": 24, "metric": "opens"}
+        service.add_step(
+            actor, campaign.id, "message", {"ab": ab}, channel="email", content_version_id=setup["approved"]
+        )
+        campaign_id = campaign.id
+    login_as("marketing_manager")
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "A: 第1天：欢迎 v1 · B: 第1天：欢迎 v1" in page
+    assert "20% 的联系人参与测试，A 和 B 各占一半" in page and "24 小时后收到按打开胜出的版本" in page
