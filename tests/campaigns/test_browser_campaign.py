@@ -118,3 +118,32 @@ def test_build_the_nurture_sequence_on_the_canvas_test_send_publish_and_read_the
         node = page.locator(f"#step-{step_id}")
         for figure, count in counts.items():
             expect(node.locator(f".canvas-figure[data-figure='{figure}'] strong").first).to_have_text(str(count))
+
+
+@pytest.mark.browser
+def test_a_step_dragged_by_its_handle_moves_where_it_is_dropped(
+    app, setup, browser_page, browser_login_as, live_server
+):
+    from portal.auth.models import User
+    from portal.campaigns import service
+    from portal.extensions import db
+
+    with app.app_context():
+        actor = db.session.get(User, setup["manager"])
+        campaign_id = service.create_campaign(actor, {"name": "拖动", "template": "nurture"}).id
+    page = browser_page
+    browser_login_as(page, "marketing_manager")
+    page.goto(f"{live_server}/campaigns/{campaign_id}")
+    canvas = page.locator("#campaign-canvas")
+    main = canvas.locator(".canvas-board > ol.canvas-path > li.canvas-node")
+    expect(main.nth(1)).to_contain_text("等待 2 天")
+    handle = main.nth(1).locator(".canvas-handle")
+    target = main.nth(0).locator(".canvas-box")
+    handle.hover()
+    page.mouse.down()
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 5, steps=12)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 2, steps=4)
+    page.mouse.up()
+    expect(page.locator("#canvas-status")).to_have_text("步骤已移动：现在是第 1 步。")
+    expect(main.nth(0)).to_contain_text("等待 2 天")
