@@ -302,6 +302,33 @@ AMR_METHODS = {
 
 LINK_LISTS = {"allow": _l("Allowed"), "deny": _l("Denied"), "shortener": _l("Link shortener")}
 
+TEST_SEND_STATES = {"queued": _l("Queued"), "sent": _l("Sent"), "failed": _l("Failed")}
+
+# The days of a campaign's send window, by ISO number.
+WEEKDAYS = {
+    "1": _l("Monday"),
+    "2": _l("Tuesday"),
+    "3": _l("Wednesday"),
+    "4": _l("Thursday"),
+    "5": _l("Friday"),
+    "6": _l("Saturday"),
+    "7": _l("Sunday"),
+}
+
+# The time zones a campaign can send in (the stored value is the IANA name).
+TIMEZONES = {
+    "Asia/Shanghai": _l("China (Beijing time, UTC+8)"),
+    "Asia/Hong_Kong": _l("Hong Kong (UTC+8)"),
+    "Asia/Taipei": _l("Taipei (UTC+8)"),
+    "Asia/Singapore": _l("Singapore (UTC+8)"),
+    "Asia/Tokyo": _l("Tokyo (UTC+9)"),
+    "Europe/London": _l("London"),
+    "Europe/Berlin": _l("Berlin"),
+    "America/New_York": _l("New York"),
+    "America/Los_Angeles": _l("Los Angeles"),
+    "UTC": _l("Coordinated Universal Time (UTC)"),
+}
+
 TABLES: Mapping[str, Mapping[str, Any]] = {
     "link_list": LINK_LISTS,
     "role": ROLES,
@@ -318,6 +345,9 @@ TABLES: Mapping[str, Mapping[str, Any]] = {
     "goal": GOAL_METRICS,
     "setting": SETTINGS,
     "amr": AMR_METHODS,
+    "weekday": WEEKDAYS,
+    "test_send_state": TEST_SEND_STATES,
+    "timezone": TIMEZONES,
 }
 
 
@@ -523,10 +553,19 @@ AUDIT_ACTIONS: dict[str, tuple[Any, Any]] = {
     "campaign.step_added": (_l("Step added"), _l("Step #%(step)s.")),
     "campaign.step_removed": (_l("Step removed"), _l("Step #%(step)s.")),
     "campaign.step_version_switched": (_l("Step content switched"), _l("Step #%(step)s.")),
+    "campaign.step_changed": (_l("Step changed"), _l("Step #%(step)s.")),
+    "campaign.step_moved": (_l("Step moved"), _l("Step #%(step)s from place %(from)s to place %(to)s.")),
     "campaign.test_send": (_l("Test send"), _l("Sent to %(to)s.")),
     "campaign.published": (_l("Campaign published"), _l("Starts at %(start_at)s.")),
     "campaign.pause": (_l("Campaign paused"), None),
     "campaign.resumed": (_l("Campaign resumed"), None),
+    "campaign.paused": (
+        _l("Campaign paused"),
+        _l(
+            "%(pending)s planned messages wait, %(in_flight)s were being sent, "
+            "%(waiting)s contacts hold at their steps."
+        ),
+    ),
     "campaign.cancel": (_l("Campaign cancelled"), None),
     "campaign.auto_paused": (_l("Campaign paused automatically"), None),
     "campaign.started": (_l("Campaign started"), None),

@@ -130,28 +130,35 @@ def test_keyboard_alone_adds_and_removes_a_step_and_a_test_address(
     campaign_url = live_server + f"/campaigns/{sample_data['campaign']}"
     page.goto(campaign_url)
 
-    # A delay step: choose the kind, type the days, press Enter.
-    tab_to(page, lambda f: f["id"] == "kind")
-    while page.locator("#kind").input_value() != "delay":
-        page.keyboard.press("ArrowDown")
-    tab_to(page, lambda f: f["id"] == "days")
+    page.on("dialog", lambda dialog: dialog.accept())  # the removal asks first
+
+    # A delay step at the end of the flow: "+" on the last edge, the kind, the days, Enter.
+    # Each answer replaces the canvas; the focus goes to the heading of its side panel.
+    tab_to(page, lambda f: f["tag"] == "A" and f["label"].startswith("在第") and "之后添加一步" in f["label"])
+    page.keyboard.press("Enter")
+    expect(page.locator("#canvas-panel-title")).to_be_focused()
+    assert focused(page)["text"] == "在此添加一步"
+    tab_to(page, lambda f: f["tag"] == "A" and f["text"] == "等待")
+    page.keyboard.press("Enter")
+    expect(page.locator("#canvas-panel-title")).to_be_focused()
+    tab_to(page, lambda f: f["id"] == "step-days")
+    page.keyboard.press("Control+A")
     page.keyboard.type("3")
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"#step-\d+$"))
-    page.wait_for_load_state()
-    new_step = focused(page)
-    assert re.fullmatch(r"step-\d+", new_step["id"]), new_step
-    assert "等待 3 天" in new_step["text"]
-    step_id = new_step["id"].removeprefix("step-")
+    expect(page.locator("#canvas-panel-title")).to_contain_text("等待")
+    expect(page.locator("#canvas-panel-title")).to_be_focused()
+    number = re.match(r"第 (\d+) 步", focused(page)["text"]).group(1)
+    expect(page.locator("#announcer")).to_contain_text(f"第 {number} 步已添加。")
+    steps_before = page.locator(".canvas-node").count()
 
-    # Removing it: the button says which step it removes; the focus lands on the list.
-    button = tab_to(page, lambda f: f["tag"] == "BUTTON" and f"#{step_id}" in f["label"])
-    assert button["label"].startswith(f"移除步骤 #{step_id}：等待 3 天")
+    # Removing it: the button says which step it removes; the focus lands on the panel, which
+    # now heads the list of steps, and the removal is read out.
+    button = tab_to(page, lambda f: f["tag"] == "BUTTON" and f["label"].startswith(f"移除第 {number} 步："))
+    assert button["label"] == f"移除第 {number} 步：等待 3 天"
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"#steps$"))
-    page.wait_for_load_state()
-    assert focused(page)["id"] == "steps"
-    assert page.locator(f"#step-{step_id}").count() == 0
+    expect(page.locator("#announcer")).to_contain_text(f"第 {number} 步已移除。")
+    expect(page.locator("#canvas-panel-title")).to_be_focused()
+    assert page.locator(".canvas-node").count() == steps_before - 1
 
     # A test address: type it, press Enter; the list of addresses, new one included, has the focus.
     tab_to(page, lambda f: f["id"] == "address")

@@ -49,8 +49,11 @@ class Campaign(db.Model):
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     window_start: Mapped[str] = mapped_column(String(5), default="09:00")
     window_end: Mapped[str] = mapped_column(String(5), default="21:00")
+    # The days of the week the window opens on, ISO numbers ("12345": Monday to Friday).
+    window_days: Mapped[str] = mapped_column(String(7), default="1234567")
     throttle_per_minute: Mapped[int] = mapped_column(Integer, default=600)
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT)
+    # A draft's planned start (set while configuring); once published, when it starts.
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

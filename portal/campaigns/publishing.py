@@ -196,8 +196,9 @@ def _alert_pause(campaign: Campaign) -> tuple[str, dict[str, Any]] | None:
 
 
 def publish(actor: Any, campaign_id: int, start_at: datetime | None = None) -> Campaign:
-    """The publish gate. Every refusal says everything that is missing. A campaign the portal
-    paused by itself goes through `resume`, which asks for the figures to be acknowledged."""
+    """The publish gate for a draft. Every refusal says everything that is missing. A paused
+    campaign goes through `resume` (the same gate, audited as `campaign.resumed`; after an
+    automatic pause it asks for the figures to be acknowledged)."""
     campaign = _through_gate(actor, campaign_id, start_at)
     audit.record(
         actor,
@@ -271,13 +272,16 @@ def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resum
     campaign = get(campaign_id)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise CampaignError("Only a draft or paused campaign can be published.")
-    if not resuming and _alert_pause(campaign) is not None:
-        raise ResumeRefused("acknowledgement_required")
+    if not resuming and campaign.status == CampaignStatus.PAUSED:
+        # A paused campaign is resumed (its own action and audit event), never published again.
+        raise ResumeRefused("use_resume")
     reasons = [p.message for p in validate(campaign.id)]
     reasons += [f"Step #{s.id} needs a successful test send of its current content." for s in untested_steps(campaign)]
     if reasons:
         raise CampaignError(" ".join(reasons))
     now = utcnow()
+    if start_at is None and not resuming:
+        start_at = campaign.scheduled_at  # the start planned while configuring
     scheduled_at = start_at if start_at and start_at > now else now
     # Conditional on the status read above: of two clicks on Publish, only one goes through.
     changed = db.session.execute(
@@ -321,11 +325,37 @@ def change_status(actor: Any, campaign_id: int, action: str) -> Campaign:
         raise CampaignError(f"A {campaign.status} campaign cannot be {target}.")
     before = campaign.status
     campaign.status = target
-    details = {"from": before, "to": target}
+    details: dict[str, Any] = {"from": before, "to": target}
     if target == CampaignStatus.CANCELLED:
         from portal.campaigns.runner import cancel_campaign_work
 
         details.update(cancel_campaign_work(campaign.id))
-    audit.record(actor, f"campaign.{action}", f"campaign:{campaign.id}", details)
+    else:
+        details.update(paused_figures(campaign.id))
+    audit.record(actor, AUDIT_EVENTS[action], f"campaign:{campaign.id}", details)
     db.session.commit()
     return campaign
+
+
+AUDIT_EVENTS = {"pause": "campaign.paused", "cancel": "campaign.cancel"}
+
+
+def paused_figures(campaign_id: int) -> dict[str, int]:
+    """What a pause holds: messages planned and not sent (they wait, nothing is lost),
+    messages a sender holds right now (they finish: a pause stops senders at their next
+    status check), and contacts waiting in the flow (they stay at their step)."""
+    from sqlalchemy import func
+
+    from portal.campaigns.models import Journey, JourneyStatus
+    from portal.delivery.models import Delivery, DeliveryStatus
+
+    pending, in_flight = db.session.execute(
+        select(
+            func.count(Delivery.id).filter(Delivery.status == DeliveryStatus.PENDING),
+            func.count(Delivery.id).filter(Delivery.status == DeliveryStatus.SENDING),
+        ).where(Delivery.campaign_id == campaign_id)
+    ).one()
+    waiting = db.session.scalar(
+        select(func.count(Journey.id)).where(Journey.campaign_id == campaign_id, Journey.status == JourneyStatus.ACTIVE)
+    )
+    return {"pending": pending or 0, "in_flight": in_flight or 0, "waiting": waiting or 0}

@@ -67,9 +67,14 @@ def _clock(text: str) -> time:
 
 def in_send_window(campaign: Campaign, now: datetime) -> bool:
     start, end = _clock(campaign.window_start), _clock(campaign.window_end)
+    local_now = now.astimezone(ZoneInfo(campaign.timezone))
+    # A window past midnight belongs to the day it opened on.
+    opened_on = local_now - timedelta(days=1) if start > end and local_now.time() < end else local_now
+    if str(opened_on.isoweekday()) not in (campaign.window_days or "1234567"):
+        return False
     if start == end:
         return True
-    local = now.astimezone(ZoneInfo(campaign.timezone)).time()
+    local = local_now.time()
     return start <= local < end if start < end else (local >= start or local < end)
 
 
@@ -81,6 +86,11 @@ def next_send_time(campaign: Campaign, now: datetime) -> datetime:
     local = now.astimezone(zone)
     opening = datetime.combine(local.date(), _clock(campaign.window_start), tzinfo=zone)
     if opening <= local:
+        opening += timedelta(days=1)
+    # The next opening on a day of the week the window opens on.
+    for _day in range(7):
+        if str(opening.isoweekday()) in (campaign.window_days or "1234567"):
+            break
         opening += timedelta(days=1)
     return opening.astimezone(now.tzinfo)
 

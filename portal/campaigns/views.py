@@ -1,23 +1,23 @@
-"""Campaign pages: the list, settings, the flow (diagram and steps) and its validation."""
+"""Campaign pages: the list, settings, the flow drawn and edited on its canvas, and its validation."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask import Blueprint, abort, flash, make_response, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from markupsafe import Markup
 from sqlalchemy import select
 
 from portal import audit, labels
 from portal import settings as app_settings
-from portal.access import Permission, require
+from portal.access import Permission, require, require_any
 from portal.audience.models import Segment
-from portal.campaigns import diagram, monitoring, publishing, service
+from portal.campaigns import canvas, monitoring, publishing, service
+from portal.campaigns.flow_templates import TEMPLATES
 from portal.campaigns.models import Campaign, CampaignStep
 from portal.content.models import Asset, AssetVersion, VersionStatus
 from portal.extensions import db
-from portal.htmx import redirect_after_post, same_site_path
+from portal.htmx import is_htmx, redirect_after_post, same_site_path
 
 bp = Blueprint("campaigns", __name__)
 
@@ -43,6 +43,20 @@ CONDITION_LABELS = {
     "form_submitted": _l("submitted a form"),
     "score_gte": _l("score at least"),
 }
+EXIT_LABELS = {
+    "unsubscribed": _l("unsubscribed"),
+    "converted": _l("converted (did an event)"),
+    "entered_segment": _l("entered a segment"),
+}
+FIGURE_LABELS = {
+    "waiting": _l("waiting"),
+    "reached": _l("reached"),
+    "sent": _l("sent"),
+    "delivered": _l("delivered"),
+    "opened": _l("opened"),
+    "clicked": _l("clicked"),
+}
+AB_METRIC_LABELS = {"clicks": _l("clicks"), "opens": _l("opens")}
 ACTION_LABELS = {
     "add_tag": _l("add tag"),
     "remove_tag": _l("remove tag"),
@@ -59,6 +73,7 @@ PAUSE_REASON_LABELS = {
 }
 RESUME_REFUSALS = {
     "not_paused": _l("Only a paused campaign can be resumed."),
+    "use_resume": _l("This campaign is paused: resume it rather than publishing it again."),
     "acknowledgement_required": _l(
         "The portal paused this campaign because of its figures: tick the box to confirm you have "
         "looked at them before resuming."
@@ -139,7 +154,16 @@ def step_label(step: CampaignStep) -> str:
         ab = config.get("ab") or {}
         return f"✉ {version.asset.name} v{version.number}" + (" · A/B" if ab else "")
     if step.kind == "delay":
-        return str(_("Wait %(days)s d %(hours)s h", days=config.get("days", 0), hours=config.get("hours", 0)))
+        days, hours = config.get("days", 0), config.get("hours", 0)
+        if days and hours:
+            text = _("Wait %(days)s days %(hours)s hours", days=days, hours=hours)
+        elif hours:
+            text = _("Wait %(hours)s hours", hours=hours)
+        else:
+            text = _("Wait %(days)s days", days=days)
+        if config.get("relative_to") == "entry":
+            text = _("%(wait)s after entry", wait=text)
+        return str(text)
     if step.kind == "branch":
         return "◇ " + str(CONDITION_LABELS.get(config.get("condition"), _("Branch")))
     if step.kind == "action":
@@ -157,11 +181,24 @@ def campaign_labels():
         "exclusion_label": lambda r: EXCLUSION_LABELS.get(r, r),
         "pause_reason_label": pause_reason_label,
         "pause_details": monitoring.pause_details,
+        "figure_label": lambda f: FIGURE_LABELS.get(f, f),
+        # A validation problem's sentence, marked with N_ in the service (no %-formatting).
+        "problem_text": lambda message: str(_(message)),
+        "version_name": _version_name,
     }
 
 
+def _version_name(version_id: int | None) -> str:
+    version = db.session.get(AssetVersion, version_id) if version_id else None
+    return f"{version.asset.name} v{version.number}" if version else "—"
+
+
+# Reading campaigns and their canvases: people who run them, and people who read the results.
+CAN_READ = (Permission.CAMPAIGN_VIEW, Permission.REPORTS_VIEW)
+
+
 @bp.get("/")
-@require(Permission.CAMPAIGN_VIEW)
+@require_any(*CAN_READ)
 def index():
     campaigns = list(db.session.scalars(select(Campaign).order_by(Campaign.updated_at.desc())))
     return render_template("campaigns/index.html", campaigns=campaigns)
@@ -172,12 +209,42 @@ def index():
 def new():
     if request.method == "POST":
         try:
-            campaign = service.create_campaign(_actor(), request.form.to_dict())
+            campaign = service.create_campaign(_actor(), _settings_values())
         except service.CampaignError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             return redirect_after_post(url_for("campaigns.show", campaign_id=campaign.id))
-    return render_template("campaigns/new.html", segments=_segments()), 422 if request.method == "POST" else 200
+    return render_template("campaigns/new.html", templates=TEMPLATES, **_settings_choices()), (
+        422 if request.method == "POST" else 200
+    )
+
+
+def _settings_values() -> dict:
+    values = request.form.to_dict()
+    if "weekdays_shown" in request.form:
+        values["weekdays"] = request.form.getlist("weekday")
+    return values
+
+
+def _settings_choices(campaign: Campaign | None = None) -> dict:
+    from zoneinfo import ZoneInfo
+
+    from portal.auth.models import User
+
+    planned = ""
+    if campaign is not None and campaign.scheduled_at is not None:
+        planned = campaign.scheduled_at.astimezone(ZoneInfo(campaign.timezone)).strftime("%Y-%m-%dT%H:%M")
+
+    people = [u for u in db.session.scalars(select(User).order_by(User.name, User.email)) if u.is_active]
+    return {
+        "segments": _segments(),
+        "owners": [u for u in people if u.can(Permission.CAMPAIGN_EDIT)],
+        "weekdays": labels.WEEKDAYS,
+        "timezones": labels.TIMEZONES,
+        "hours": [f"{h:02d}:00" for h in range(24)],
+        "planned_start": planned,
+    }
 
 
 def _segments() -> list[Segment]:
@@ -192,35 +259,135 @@ def _approved_versions() -> list[AssetVersion]:
     )
 
 
+def _panel_args() -> dict:
+    """Which panel the canvas opens, from the query or the form: a step, or a place to insert."""
+    args = request.values
+    panel: dict = {"kind": args.get("kind", "")}
+    if args.get("step", "").isdigit():
+        panel["step_id"] = int(args["step"])
+    if args.get("index", "").isdigit():
+        parent = args.get("parent", "")
+        panel["insert"] = {
+            "parent": int(parent) if parent.isdigit() else None,
+            "branch": args.get("branch") or None,
+            "index": int(args["index"]),
+        }
+    if args.get("figure") in canvas.FIGURES:
+        panel["figure"] = args["figure"]
+    return panel
+
+
+def _canvas_context(
+    campaign: Campaign,
+    *,
+    step_id: int | None = None,
+    insert: dict | None = None,
+    kind: str = "",
+    figure: str | None = None,
+    error: str = "",
+    notice: str = "",
+    values: dict | None = None,
+) -> dict:
+    selected = db.session.get(CampaignStep, step_id) if step_id else None
+    if selected is not None and selected.campaign_id != campaign.id:
+        selected = None
+    numbers = canvas.step_numbers(campaign)
+    contacts = None
+    if selected is not None and figure and current_user.can(Permission.AUDIENCE_VIEW):
+        contacts = canvas.contacts_behind(campaign.id, selected.id, figure)
+    return {
+        "campaign": campaign,
+        "lane": canvas.layout(campaign),
+        "figures": canvas.step_figures(campaign.id),
+        "numbers": numbers,
+        "can_edit": current_user.can(Permission.CAMPAIGN_EDIT) and service.editable(campaign),
+        "may_edit": current_user.can(Permission.CAMPAIGN_EDIT),
+        "started": campaign.started_at is not None,
+        "live": campaign.status in ("scheduled", "running"),
+        "polling": request.args.get("poll") == "1",
+        "selected": selected,
+        "insert": insert if selected is None else None,
+        "kind": kind if kind in KIND_LABELS else "",
+        "figure": figure,
+        "contacts": contacts,
+        "error": error,
+        "notice": notice,
+        "values": values or {},
+        "version_options": [
+            (v.id, f"{v.asset.name} v{v.number} · {labels.label('channel', v.asset.kind)}")
+            for v in _approved_versions()
+        ],
+        "canvas_step_values": canvas.step_values,
+        "conditions": CONDITION_LABELS,
+        "actions": ACTION_LABELS,
+        "exits": EXIT_LABELS,
+        "kinds": KIND_LABELS,
+        "ab_metrics": AB_METRIC_LABELS,
+        "templates": TEMPLATES,
+    }
+
+
 @bp.get("/<int:campaign_id>")
-@require(Permission.CAMPAIGN_VIEW)
+@require_any(*CAN_READ)
 def show(campaign_id: int):
     campaign = db.session.get(Campaign, campaign_id) or abort(404)
-    svg = diagram.flow_svg(campaign, step_label, campaign.name, (str(_("yes")), str(_("no"))))
-    return render_template(
-        "campaigns/show.html",
-        campaign=campaign,
-        diagram=Markup(svg),  # noqa: S704 - diagram.flow_svg escapes every piece of text
-        problems=service.validate(campaign.id),
-        untested=publishing.untested_steps(campaign),
-        audience=publishing.audience_preview(campaign),
-        test_addresses=publishing.test_addresses(current_user.id),
-        history=publishing.test_history(campaign.id),
-        steps=service.in_flow_order(campaign),
-        segments=_segments(),
-        versions=_approved_versions(),
-        branches=[s for s in campaign.steps if s.kind == "branch"],
-        conditions=CONDITION_LABELS,
-        actions=ACTION_LABELS,
-        kinds=KIND_LABELS,
-        metrics=service.GOAL_METRICS,
-        alert_min_attempts=app_settings.get("alerts.min_attempts"),
-        alert_defaults={
-            "max_bounce_rate": app_settings.get("alerts.max_bounce_rate"),
-            "min_delivery_rate": app_settings.get("alerts.min_delivery_rate"),
-        },
-        **_progress_context(campaign),
+    return _show_page(campaign, **_panel_args())
+
+
+def _show_page(campaign: Campaign, status: int = 200, **panel):
+    return (
+        render_template(
+            "campaigns/show.html",
+            problems=service.validate(campaign.id),
+            untested=publishing.untested_steps(campaign),
+            audience=publishing.audience_preview(campaign),
+            test_addresses=publishing.test_addresses(current_user.id),
+            history=publishing.test_history(campaign.id),
+            steps=service.in_flow_order(campaign),
+            metrics=service.GOAL_METRICS,
+            paused=publishing.paused_figures(campaign.id) if campaign.status == "paused" else None,
+            alert_min_attempts=app_settings.get("alerts.min_attempts"),
+            alert_defaults={
+                "max_bounce_rate": app_settings.get("alerts.max_bounce_rate"),
+                "min_delivery_rate": app_settings.get("alerts.min_delivery_rate"),
+            },
+            **_settings_choices(campaign),
+            **_canvas_context(campaign, **panel),
+            **_progress_context(campaign),
+        ),
+        status,
     )
+
+
+def _canvas_answer(campaign_id: int, status: int = 200, **panel):
+    """The canvas again: to htmx the widget alone (it replaces itself), to a plain form the
+    page (after a change, by a 303 to it, so that reloading changes nothing)."""
+    campaign = db.session.get(Campaign, campaign_id) or abort(404)
+    if is_htmx():
+        context = _canvas_context(campaign, **panel)
+        body = render_template("campaigns/_canvas.html", **context)
+        if request.method == "POST":
+            # What is missing changes with the flow: the validation travels along, out of band.
+            body += render_template(
+                "campaigns/_validation.html", problems=service.validate(campaign.id), oob=True, **context
+            )
+        response = make_response(body, status)
+    elif status == 200 and request.method == "POST":
+        if panel.get("notice"):
+            flash(panel["notice"], "success")
+        query = {"step": panel["step_id"]} if panel.get("step_id") else {}
+        return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id, **query) + "#campaign-canvas")
+    else:
+        response = make_response(_show_page(campaign, status, **panel))
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+@bp.get("/<int:campaign_id>/canvas")
+@require_any(*CAN_READ)
+def canvas_widget(campaign_id: int):
+    """The canvas alone (htmx: opening a step or a place to insert, polling the figures)."""
+    return _canvas_answer(campaign_id, **_panel_args())
 
 
 def _progress_context(campaign: Campaign) -> dict:
@@ -235,7 +402,7 @@ def _progress_context(campaign: Campaign) -> dict:
 
 
 @bp.get("/<int:campaign_id>/progress")
-@require(Permission.CAMPAIGN_VIEW)
+@require_any(*CAN_READ)
 def progress(campaign_id: int):
     """The sending progress, polled by the campaign page while the campaign runs."""
     campaign = db.session.get(Campaign, campaign_id) or abort(404)
@@ -246,9 +413,10 @@ def progress(campaign_id: int):
 @require(Permission.CAMPAIGN_EDIT)
 def settings(campaign_id: int):
     try:
-        service.update_settings(_actor(), campaign_id, request.form.to_dict())
+        service.update_settings(_actor(), campaign_id, _settings_values())
         flash(_("Campaign saved."), "success")
     except service.CampaignError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
 
@@ -263,51 +431,72 @@ def _int(name: str, default: int = 0) -> int:
 @bp.post("/<int:campaign_id>/steps")
 @require(Permission.CAMPAIGN_EDIT)
 def add_step(campaign_id: int):
+    """Insert a step where the canvas's "+" was: at `index` of the main path or of a
+    branch's path (`parent` and `branch`), or at the end of that path."""
     form = request.form
     kind = form.get("kind", "")
-    config: dict = {}
-    if kind == "delay":
-        config = {"days": _int("days"), "hours": _int("hours"), "relative_to": form.get("relative_to", "previous")}
-    elif kind == "branch":
-        config = {
-            "condition": form.get("condition", ""),
-            "value": form.get("value", ""),
-            "window_days": _int("window_days", 3),
-        }
-    elif kind == "action":
-        config = {"type": form.get("action_type", ""), "value": form.get("value", "")}
-    elif kind == "exit":
-        config = {"reason": form.get("reason", "converted"), "value": form.get("value", "")}
-    if kind == "message" and _int("version_b"):
-        config["ab"] = {
-            "version_b": _int("version_b"),
-            "share": _int("ab_share", 20),
-            "window_hours": _int("ab_window_hours", 24),
-            "metric": form.get("ab_metric", "clicks"),
-        }
     parent = form.get("parent", "")
-    parent_id, branch = (int(parent.split(":")[0]), parent.split(":")[1]) if ":" in parent else (None, None)
-    version_id = _int("content_version_id") or None
-    channel = ""
-    if version_id:
-        version = db.session.get(AssetVersion, version_id)
-        channel = version.asset.kind if version else ""
+    if ":" in parent:  # "12:yes", the older form's way of naming a branch's path
+        parent, _sep, branch = parent.partition(":")
+    else:
+        branch = form.get("branch") or None
+    parent_id = int(parent) if parent.isdigit() else None
+    index = int(form["index"]) if form.get("index", "").isdigit() else None
     try:
-        step = service.add_step(
-            _actor(),
-            campaign_id,
-            kind,
-            config,
-            parent_id=parent_id,
-            branch=branch,
-            channel=channel,
-            content_version_id=version_id,
+        step = service.insert_step(
+            _actor(), campaign_id, kind, form.to_dict(), parent_id=parent_id, branch=branch, index=index
         )
     except service.CampaignError as exc:
-        flash(str(exc), "error")
-        return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
-    # The fragment names the new step, so the page puts the focus on it (app.js).
-    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id, _anchor=f"step-{step.id}"))
+        db.session.rollback()
+        insert = {"parent": parent_id, "branch": branch, "index": index if index is not None else 0}
+        return _canvas_answer(campaign_id, 422, insert=insert, kind=kind, error=str(exc), values=form.to_dict())
+    notice = _("Step %(number)s added.", number=_number(step))
+    return _canvas_answer(campaign_id, step_id=step.id, notice=notice)
+
+
+def _number(step: CampaignStep) -> int:
+    campaign = db.session.get(Campaign, step.campaign_id)
+    return canvas.step_numbers(campaign).get(step.id, 0)
+
+
+@bp.post("/steps/<int:step_id>/edit")
+@require(Permission.CAMPAIGN_EDIT)
+def edit_step(step_id: int):
+    step = db.session.get(CampaignStep, step_id) or abort(404)
+    campaign_id = step.campaign_id
+    try:
+        service.update_step(_actor(), step_id, request.form.to_dict())
+    except service.CampaignError as exc:
+        db.session.rollback()
+        return _canvas_answer(campaign_id, 422, step_id=step_id, error=str(exc), values=request.form.to_dict())
+    return _canvas_answer(campaign_id, step_id=step_id, notice=_("Step %(number)s saved.", number=_number(step)))
+
+
+@bp.post("/steps/<int:step_id>/move")
+@require(Permission.CAMPAIGN_EDIT)
+def move_step(step_id: int):
+    """Up or down on its path (`offset`), or, dropped by drag, to `index` of a path."""
+    step = db.session.get(CampaignStep, step_id) or abort(404)
+    campaign_id = step.campaign_id
+    form = request.form
+    try:
+        if form.get("offset") in ("-1", "1"):
+            service.move_step_by(_actor(), step_id, int(form["offset"]))
+        else:
+            parent = form.get("parent", "")
+            service.move_step(
+                _actor(),
+                step_id,
+                parent_id=int(parent) if parent.isdigit() else None,
+                branch=form.get("branch") or None,
+                index=_int("index"),
+            )
+    except service.CampaignError as exc:
+        db.session.rollback()
+        return _canvas_answer(campaign_id, 422, step_id=step_id, error=str(exc))
+    return _canvas_answer(
+        campaign_id, step_id=step_id, notice=_("Step moved: it is now step %(number)s.", number=_number(step))
+    )
 
 
 @bp.post("/steps/<int:step_id>/delete")
@@ -315,11 +504,20 @@ def add_step(campaign_id: int):
 def remove_step(step_id: int):
     step = db.session.get(CampaignStep, step_id) or abort(404)
     campaign_id = step.campaign_id
+    number = _number(step)
     try:
-        service.remove_step(_actor(), step_id)
+        service.remove_step(_actor(), step_id, request.form.get("waiting", ""))
     except service.CampaignError as exc:
-        flash(str(exc), "error")
-    return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id, _anchor="steps"))
+        db.session.rollback()
+        return _canvas_answer(campaign_id, 422, step_id=step_id, error=str(exc))
+    return _canvas_answer(campaign_id, notice=_("Step %(number)s removed.", number=number))
+
+
+@bp.get("/<int:campaign_id>/steps/<int:step_id>/contacts")
+@require(Permission.AUDIENCE_VIEW)
+def step_contacts(campaign_id: int, step_id: int):
+    """The contacts behind a figure on the canvas (the panel lists them)."""
+    return _canvas_answer(campaign_id, **_panel_args() | {"step_id": step_id})
 
 
 @bp.post("/test-addresses")
@@ -411,16 +609,22 @@ def change_status(campaign_id: int):
     try:
         publishing.change_status(_actor(), campaign_id, action)
     except service.CampaignError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     else:
-        flash(str(STATUS_CHANGED.get(action, _("Saved."))), "success")
+        if action == "pause":
+            flash(str(PAUSED) % publishing.paused_figures(campaign_id), "success")
+        else:
+            flash(str(STATUS_CHANGED.get(action, _("Saved."))), "success")
     return redirect_after_post(url_for("campaigns.show", campaign_id=campaign_id))
 
 
-# What a person is told after pausing, resuming or cancelling a campaign.
+# What a person is told after pausing or cancelling a campaign.
+PAUSED = _l(
+    "Campaign paused: nothing more is sent until it is resumed. %(pending)s planned messages wait, "
+    "%(in_flight)s that were being sent finish, %(waiting)s contacts stay at their steps."
+)
 STATUS_CHANGED = {
-    "pause": _l("Campaign paused: nothing more is sent until it is resumed."),
-    "resume": _l("Campaign resumed: sending goes on where it stopped."),
     "cancel": _l("Campaign cancelled."),
 }
 

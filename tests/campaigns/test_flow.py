@@ -3,7 +3,7 @@
 from sqlalchemy import select
 
 from portal.auth.models import User
-from portal.campaigns import diagram, service
+from portal.campaigns import canvas, service
 from portal.campaigns.models import Campaign
 from portal.extensions import db
 
@@ -48,8 +48,10 @@ def test_lead_nurturing_sequence_with_a_click_branch_is_valid(app, setup):
             ("delay", "no"),
             ("message", "no"),
         ]
-        svg = diagram.flow_svg(db.session.get(Campaign, campaign.id), lambda s: s.kind, "线索培育")
-        assert svg.count("<rect") == 6 and "<script" not in svg and "线索培育" in svg
+        lane = canvas.layout(db.session.get(Campaign, campaign.id))
+        assert [n.step.kind for n in lane.nodes] == ["message", "delay", "branch"]
+        assert [n.step.kind for n in lane.nodes[2].yes.nodes] == ["action"]
+        assert [n.step.kind for n in lane.nodes[2].no.nodes] == ["delay", "message"]
 
 
 def test_unapproved_content_negative_delay_and_pathless_branch_are_each_reported(app, setup):
@@ -88,7 +90,7 @@ def test_campaign_pages_build_the_flow(app, client, login_as, setup):
         == 303
     )
     page = client.get(url).get_data(as_text=True)
-    assert "<svg" in page and "第1天：欢迎" in page and "flash-success" in page
+    assert 'id="campaign-canvas"' in page and "第1天：欢迎" in page and "flash-success" in page
     with app.app_context():
         assert db.session.scalar(select(Campaign.name)) == "培育邮件"
 
@@ -114,7 +116,7 @@ def test_ab_test_needs_a_second_approved_variant_a_share_a_window_and_a_metric(a
         problems = {p.message for p in service.validate(campaign.id) if p.step_id == bad.id}
         assert problems == {
             "Variant B must be approved content.",
-            "The A/B test share is 1-50 % of the audience.",
+            "The A/B test share is 1 to 50 percent of the audience.",
             "The A/B test window is at least one hour.",
             "Choose how the winner is picked: opens or clicks.",
         }

@@ -146,7 +146,11 @@ def test_pause_then_cancel_and_nothing_after_cancel(app, campaign):
         record_successful_test_send(campaign)
         publishing.publish(actor, campaign["id"])
         assert publishing.change_status(actor, campaign["id"], "pause").status == "paused"
-        assert publishing.publish(actor, campaign["id"]).status == "scheduled"  # resume: through the gate
+        with pytest.raises(publishing.ResumeRefused, match="use_resume"):
+            publishing.publish(actor, campaign["id"])  # a paused campaign is resumed, not published again
+        db.session.rollback()
+        resumed = publishing.resume(actor, campaign["id"], acknowledged=False)
+        assert resumed.status == "scheduled"  # resume: through the gate
         assert publishing.change_status(actor, campaign["id"], "cancel").status == "cancelled"
         with pytest.raises(service.CampaignError):
             publishing.change_status(actor, campaign["id"], "pause")

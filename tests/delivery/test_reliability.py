@@ -276,7 +276,7 @@ def test_pause_stops_sending_within_seconds_and_resume_finishes_the_rest(
         time.sleep(2)
         assert len(smtp.messages) == held < 4_000  # nothing more while paused
         record_test_sends(campaign_id)
-        publishing.publish(manager, campaign_id)  # resume: through the publish gate again
+        publishing.resume(manager, campaign_id, acknowledged=False)  # through the publish gate again
         wait_for(lambda: campaign_status(campaign_id) == CampaignStatus.COMPLETED, 120, "the campaign to complete")
     assert stopped_after < 5
     received = received_by(smtp)
