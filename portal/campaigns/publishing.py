@@ -38,6 +38,14 @@ def _company_mobile(number: str) -> bool:
     )
 
 
+def is_test_address(address: str) -> bool:
+    """Whether `address` (as stored: normalised) is a company address under the current
+    configuration; the worker asks again at send time."""
+    if "@" in address:
+        return address.rsplit("@", 1)[1].lower() in company_domains()
+    return _company_mobile(address)
+
+
 def add_test_address(actor: Any, raw: str) -> TestAddress:
     """Add an internal test address: an email at a company domain, or (for SMS and WeCom
     steps) a company mobile number."""
