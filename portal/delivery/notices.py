@@ -95,5 +95,7 @@ def post_robot_notices(robot: WeComRobot, pacer: Pacer, now: datetime | None = N
             notice.status = "failed"
             counts["failed"] += 1
     pacer.give_back({destination: reserved - tried})
+    if counts["posted"] and allowed == reserved:
+        pacer.recovered(destination)  # taken again without a refusal: the back-off starts over
     db.session.commit()
     return counts
