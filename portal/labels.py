@@ -215,6 +215,8 @@ IMPORT_FIELDS = {
     "province": _l("Province"),
     "city": _l("City"),
     "company_size": _l("Company size"),
+    "wecom_external_userid": _l("WeCom customer ID (external_userid)"),
+    "wecom_owner_userid": _l("WeCom owning employee (userid)"),
     "consent_email": _l("Email consent"),
     "consent_sms": _l("SMS consent"),
     "consent_wecom": _l("WeCom consent"),
