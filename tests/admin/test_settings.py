@@ -57,3 +57,16 @@ def test_only_administrators_reach_the_settings_page(client, login_as):
     login_as("marketing_manager")
     assert client.get("/admin/settings").status_code == 403
     assert client.post("/admin/settings", data=_form()).status_code == 403
+
+
+def test_pacing_per_domain_is_edited_as_domain_rate_pairs(app, client, login_as):
+    login_as("administrator")
+    form = _form()
+    form["pacing.email_domains"] = "qq.com=600, 163.com:300"
+    response = client.post("/admin/settings", data=form)
+    assert response.status_code == 422
+    assert "“163.com:300”" in response.get_data(as_text=True)
+    form["pacing.email_domains"] = "qq.com=100\n163.com = 50"
+    assert client.post("/admin/settings", data=form).status_code == 303
+    with app.app_context():
+        assert settings.get("pacing.email_domains") == "qq.com=100, 163.com=50"
