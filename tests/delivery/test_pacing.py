@@ -297,3 +297,29 @@ def test_a_successful_retry_clears_the_earlier_error_and_both_attempts_are_kept(
         .order_by(DeliveryAttempt.id)
     ).all()
     assert [tuple(a) for a in attempts] == [(1, "retry", 450), (2, "accepted", 250)]
+
+
+def test_sms_gateway_saying_too_many_slows_sms_without_failing_anyone(app, app_ctx, team, gateway, redis):
+    from jobs.sending import run_campaigns, send_deliveries
+
+    users = _users(team)
+    version = factories.approved_content(
+        users["operations_specialist"], users["reviewer"], "短信", {"sms_text": "新品上市。回T退订"}, "sms"
+    )
+    factories.add_contacts(3, channels=("sms",))
+    app.config.update(SMS_API_URL=f"{gateway.url}/sms", SMS_API_SECRET="gateway-secret")
+    try:
+        campaign_id = factories.scheduled_campaign(
+            users["marketing_manager"],
+            factories.segment_of(),
+            [{"kind": "message", "channel": "sms", "content_version_id": version}],
+        )
+        gateway.replies[:] = [(429, {"code": "rate_limited"})]
+        run_campaigns()
+        send_deliveries(campaign_id)
+    finally:
+        app.config.update(SMS_API_URL="", SMS_API_SECRET="")
+    assert len(gateway.requests) == 1  # the other two waited for the back-off instead of trying
+    rows = db.session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id)).all()
+    assert [(d.status, d.attempts) for d in rows] == [(DeliveryStatus.PENDING, 0)] * 3
+    assert Pacer(redis, {}).slowed(["sms"])
