@@ -60,7 +60,6 @@ def sync_wecom_customers() -> dict[str, int]:
 
     from portal.delivery.channels.wecom_customer import WeComCustomerApi
     from portal.delivery.wecom_tasks import sync_customers
-    from portal.queue import redis_connection
 
     config = current_app.config
     if not config["WECOM_CORP_ID"] or not config["WECOM_CONTACT_SECRET"]:

@@ -535,7 +535,12 @@ class Sender:
                 results.extend((d, failure) for d in members)
                 continue
             if api is None:
-                api = self._channel("wecom")
+                try:
+                    api = self._channel("wecom")
+                except ValueError as exc:  # not configured: as an SMS step without a gateway
+                    failure = SendResult(Outcome.FAILED, 0, "unsendable", str(exc)[:500])
+                    results.extend((d, failure) for members in list(groups.values())[number:] for d in members)
+                    return None
             started = time.perf_counter()
             ids = {contacts[d.contact_id]["wecom_external_userid"]: d for d in members}
             created = api.add_msg_template(owner, list(ids), text, attachments)
