@@ -185,6 +185,11 @@ def plan_step(
     )
 
 
+def exclusion_reasons(channel: str) -> list[str]:
+    """The reasons a contact may be left out of a step on `channel`."""
+    return [r.value for r in ExclusionReason if r is not ExclusionReason.WECOM_LIMIT or channel == "wecom"]
+
+
 def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, int]:
     """How many of `contacts` (a SELECT of contact ids) would be excluded, per reason, and
     how many would enter ("entering"): the audience preview."""
@@ -197,7 +202,7 @@ def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, in
         .subquery()
     )
     rows = db.session.execute(select(counted.c.reason, func.count()).group_by(counted.c.reason)).all()
-    counts = {r.value: 0 for r in ExclusionReason}
+    counts = dict.fromkeys(exclusion_reasons(channel), 0)
     counts["entering"] = 0
     for value, number in rows:
         counts[value or "entering"] = number
