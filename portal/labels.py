@@ -145,6 +145,7 @@ RESULT_DETAILS = {
     "not_customer": _l("WeCom does not know this customer for the employee"),
     "wecom_limit": _l("Had already received WeCom's limit of mass messages"),
     "not_confirmed": _l("The employee did not send the mass-send task in time"),
+    "duplicate_customer": _l("Another contact is linked to the same WeCom customer"),
     "unsendable": _l("The message could not be made (template or attachment)"),
     "invalid_address": _l("Not a valid address"),
     "too_long": _l("Too long for the channel"),

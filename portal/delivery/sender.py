@@ -542,15 +542,23 @@ class Sender:
                     results.extend((d, failure) for members in list(groups.values())[number:] for d in members)
                     return None
             started = time.perf_counter()
-            ids = {contacts[d.contact_id]["wecom_external_userid"]: d for d in members}
+            ids: dict[str, Claimed] = {}
+            for delivery in members:
+                external_userid = contacts[delivery.contact_id]["wecom_external_userid"]
+                if external_userid in ids:  # two contacts linked to one customer: one message
+                    results.append((delivery, SendResult(Outcome.FAILED, 0, "duplicate_customer", external_userid)))
+                else:
+                    ids[external_userid] = delivery
             created = api.add_msg_template(owner, list(ids), text, attachments)
             self.timings.channel += time.perf_counter() - started
             self.timings.messages += len(members)
             if not created.result.ok:
                 results.extend((d, created.result) for d in members)
                 if created.result.outcome is Outcome.PAUSE or created.result.affects_batch:
-                    rest = [d for _key, later in list(groups.items())[number + 1 :] for d in later]
-                    results.extend((d, SendResult(Outcome.RETRY, 0, "", "", True)) for d in rest)
+                    # The other employees' tasks were not tried: they wait, the attempt not counted.
+                    later = time.time() + (0 if created.result.outcome is Outcome.PAUSE else self._backoff)
+                    rest = [d for _key, others in list(groups.items())[number + 1 :] for d in others]
+                    results.extend((d, Deferred(later)) for d in rest)
                     return created.result
                 continue
             refused = set(created.fail_list)

@@ -221,3 +221,27 @@ def test_sync_links_contacts_to_their_wecom_customer_id_and_owner(app, app_ctx, 
     sync_wecom_customers()
     db.session.expire_all()
     assert db.session.get(Contact, ids[1]).wecom_owner_userid == "wangwu"
+
+
+def test_wecom_refusing_our_secret_pauses_the_campaign_and_loses_nobody(app, app_ctx, team, wecom):
+    from jobs.sending import run_campaigns, send_deliveries
+    from portal.campaigns.models import Campaign, CampaignStatus
+
+    users = _users(team)
+    version = factories.approved_content(
+        users["operations_specialist"], users["reviewer"], "企微通知", {"wecom_text": "春季新品上市"}, "wecom"
+    )
+    ids = factories.add_contacts(4, channels=("wecom",))
+    _customers(ids, ["zhangsan", "zhangsan", "lisi", "lisi"])
+    campaign_id = factories.scheduled_campaign(
+        users["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "wecom", "content_version_id": version}],
+    )
+    app.config["WECOM_CONTACT_SECRET"] = "revoked"
+    run_campaigns()
+    send_deliveries(campaign_id)
+    assert db.session.get(Campaign, campaign_id).status == CampaignStatus.PAUSED
+    rows = db.session.execute(select(Delivery.status, Delivery.attempts)).all()
+    assert sorted(tuple(r) for r in rows) == [(DeliveryStatus.PENDING, 0)] * 4
+    assert wecom.task_bodies() == []
