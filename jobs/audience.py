@@ -51,3 +51,18 @@ def export_segment(segment_id: int, file_format: str, job_run_id: int | None = N
         name = write_export(segment_id, file_format, job_run_id, progress.update)
         db.session.get(JobRun, job_run_id).result_ref = name
         db.session.commit()
+
+
+def sync_wecom_customers() -> dict[str, int]:
+    """Link contacts to their WeCom customer ids and owning employees from the external-contact
+    list (periodic; portal/delivery/wecom_tasks.py). Nothing to do when WeCom is off."""
+    from flask import current_app
+
+    from portal.delivery.channels.wecom_customer import WeComCustomerApi
+    from portal.delivery.wecom_tasks import sync_customers
+
+    config = current_app.config
+    if not config["WECOM_CORP_ID"] or not config["WECOM_CONTACT_SECRET"]:
+        return {"customers": 0, "linked": 0}
+    with WeComCustomerApi.from_config(config, redis=redis_connection()) as api:
+        return sync_customers(api)

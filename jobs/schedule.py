@@ -31,6 +31,10 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     # Pause, resume and new steps take effect within seconds of a change; its own queue (and
     # worker) so that it never waits behind the senders.
     PeriodicJob("jobs.sending.run_campaigns", interval=5, queue=TICK_QUEUE, timeout=300),
+    # Internal notices for the WeCom group robot, at its 20 a minute; WeCom mass-send results.
+    PeriodicJob("jobs.sending.post_robot_notices", interval=10, timeout=120),
+    PeriodicJob("jobs.sending.collect_wecom_results", "* * * * *", timeout=300),
+    PeriodicJob("jobs.audience.sync_wecom_customers", "37 1 * * *", timeout=1800),
     PeriodicJob("jobs.maintenance.fail_abandoned_job_runs", "*/5 * * * *", timeout=120),
     PeriodicJob("jobs.maintenance.purge_expired_sessions", "17 * * * *", timeout=300),
     PeriodicJob("jobs.maintenance.purge_expired_audit_events", "41 3 * * *", timeout=1800),

@@ -81,10 +81,11 @@ def start_senders(campaign_id: int) -> int:
     return started
 
 
-def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> int:
+def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> tuple[int, str]:
     """How many messages this sender may take now under the campaign's per-minute limit
     (shared by all its senders through a Redis counter per minute; losing it loses nothing
-    but a minute's count)."""
+    but a minute's count), and the counter it was taken from: what the claim and the batch
+    do not use goes back to it (`_give_back_allowance`)."""
     key = f"portal:throttle:{campaign_id}:{int(time.time() // 60)}"
     connection = redis_connection()
     used = connection.incrby(key, wanted)
@@ -92,10 +93,18 @@ def _throttle_allowance(campaign_id: int, per_minute: int, wanted: int) -> int:
         connection.expire(key, 120)
     over = used - per_minute
     if over <= 0:
-        return wanted
+        return wanted, key
     allowed = max(wanted - over, 0)
     connection.decrby(key, wanted - allowed)
-    return allowed
+    return allowed, key
+
+
+def _give_back_allowance(key: str, unused: int) -> None:
+    """Return to the minute's counter what was reserved and not sent (a claim that found
+    fewer due rows, a batch cut short, paced or skipped messages). A minute that has passed
+    takes it back harmlessly: its counter is no longer read."""
+    if unused > 0:
+        redis_connection().decrby(key, unused)
 
 
 def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
@@ -109,7 +118,8 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
 
     config = current_app.config
     deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
-    totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "batches": 0}
+    totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "submitted": 0, "deferred": 0}
+    totals["batches"] = 0
     heartbeat = _sender_key(campaign_id, slot)
     connection = redis_connection()
     with Sender(current_app._get_current_object(), should_stop=shutdown.requested) as sender:
@@ -119,20 +129,24 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
                 if not _still_sending(campaign_id):
                     break
                 throttle = db.session.get(Campaign, campaign_id).throttle_per_minute
-                allowance = _throttle_allowance(campaign_id, throttle, config["DELIVERY_BATCH_SIZE"])
+                allowance, window = _throttle_allowance(campaign_id, throttle, config["DELIVERY_BATCH_SIZE"])
                 db.session.commit()
                 if allowance == 0:
                     if not _wait_for_allowance(campaign_id, deadline):
                         break
                     continue
                 started = time.perf_counter()
-                batch = claim(campaign_id, sender.owner, allowance, config["DELIVERY_LEASE_SECONDS"])
-                sender.timings.database += time.perf_counter() - started
+                try:
+                    batch = claim(campaign_id, sender.owner, allowance, config["DELIVERY_LEASE_SECONDS"])
+                finally:
+                    sender.timings.database += time.perf_counter() - started
+                _give_back_allowance(window, allowance - len(batch))
                 if not batch:
                     break
                 outcome = sender.send(batch)
+                _give_back_allowance(window, outcome.unused)
                 totals["batches"] += 1
-                for key in ("sent", "retry", "bounced", "failed", "skipped"):
+                for key in ("sent", "retry", "bounced", "failed", "skipped", "submitted", "deferred"):
                     totals[key] += getattr(outcome, key)
                 if outcome.paused or outcome.unavailable or outcome.stopped:
                     break
@@ -185,10 +199,19 @@ def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) 
     from portal.campaigns.models import TestSend
 
     outcome = {"sent": 0, "failed": 0}
+    from portal.campaigns.publishing import is_test_address
+
     with tracked(job_run_id) as progress, _TestChannels(current_app.config) as channels:
         rows = [db.session.get(TestSend, i) for i in test_send_ids]
         for number, row in enumerate(rows, start=1):
             if row is None or row.status == "sent":
+                continue
+            if not is_test_address(row.recipient):
+                # COMPANY_EMAIL_DOMAINS / COMPANY_TEST_MOBILES may have been narrowed since the
+                # address was added: the worker's configuration is the one that counts.
+                row.status, row.message, row.sent_at = "failed", TEST_ADDRESS_REFUSED, None
+                outcome["failed"] += 1
+                db.session.commit()
                 continue
             try:
                 subject, result = channels.send(row)
@@ -202,6 +225,10 @@ def send_test_messages(test_send_ids: list[int], job_run_id: int | None = None) 
             db.session.commit()
             progress.update(100 * number // max(len(rows), 1), "test_sends", **outcome)
     return outcome
+
+
+# TestSend.message of a test send refused at send time (labels.TEST_SEND_MESSAGES says it).
+TEST_ADDRESS_REFUSED = "not_company_address"
 
 
 class _TestChannels:
@@ -276,3 +303,31 @@ class _TestChannels:
             unsubscribe_url=unsubscribe_url,
         )
         return subject, self._channel("email").send(self.skeleton.envelope_from, row.recipient, message)
+
+
+def post_robot_notices() -> dict[str, int]:
+    """Post the internal notices due for the WeCom group robot at its pace (periodic;
+    portal/delivery/notices.py). Nothing to do when no robot is configured."""
+    from portal.delivery.channels.wecom import WeComRobot
+    from portal.delivery.notices import post_robot_notices as post
+    from portal.delivery.pacing import Pacer, limits_from_settings
+
+    config = current_app.config
+    if not config["WECOM_WEBHOOK_URL"]:
+        return {"posted": 0, "failed": 0, "waiting": 0}
+    pacer = Pacer(redis_connection(), limits_from_settings(config), window=float(config["PACING_WINDOW_SECONDS"]))
+    with WeComRobot.from_config(config) as robot:
+        return post(robot, pacer)
+
+
+def collect_wecom_results() -> dict[str, int]:
+    """Read the per-customer results of open WeCom mass-send tasks into the ledger (periodic;
+    portal/delivery/wecom_tasks.py). Nothing to do when WeCom customer contact is off."""
+    from portal.delivery.channels.wecom_customer import WeComCustomerApi
+    from portal.delivery.wecom_tasks import collect_task_results
+
+    config = current_app.config
+    if not config["WECOM_CORP_ID"] or not config["WECOM_CONTACT_SECRET"]:
+        return {"tasks": 0, "sent": 0, "failed": 0, "closed": 0}
+    with WeComCustomerApi.from_config(config, redis=redis_connection()) as api:
+        return collect_task_results(api)

@@ -69,6 +69,10 @@ ENV_SETTINGS: dict[str, type] = {
     "SMS_API_SECRET": str,
     "SMS_SIGN_NAME": str,
     "WECOM_WEBHOOK_URL": str,
+    "WECOM_API_URL": str,
+    "WECOM_CORP_ID": str,
+    "WECOM_CONTACT_SECRET": str,
+    "PACING_WINDOW_SECONDS": int,
     "DELIVERY_BATCH_SIZE": int,
     "DELIVERY_LEASE_SECONDS": int,
     "DELIVERY_RETRY_DELAYS": str,
@@ -149,6 +153,13 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "SMS_API_SECRET": "",
         "SMS_SIGN_NAME": "",
         "WECOM_WEBHOOK_URL": "",
+        # WeCom customer contact (messages to customers as mass-send tasks of their owning
+        # employee): the corp id and the customer-contact app's secret; empty = channel off.
+        "WECOM_API_URL": "https://qyapi.weixin.qq.com",
+        "WECOM_CORP_ID": "",
+        "WECOM_CONTACT_SECRET": "",
+        # The window of the per-destination pacing limits (settings pacing.*), in seconds.
+        "PACING_WINDOW_SECONDS": 60,
         # The send pipeline: deliveries claimed per batch; how long a claim is leased (a dead
         # sender's claim is taken over after this); seconds to wait after the 1st, 2nd, ...
         # temporary refusal of a recipient (then it is a soft bounce); seconds to wait when a

@@ -110,6 +110,52 @@ PERMISSION_DESCRIPTIONS = {permission: desc for _area, rows in PERMISSION_AREAS 
 
 CHANNELS = {"email": _l("Email"), "sms": _l("SMS"), "wecom": _l("WeCom")}
 
+# The deliveries ledger (portal/delivery/models.py).
+DELIVERY_STATUSES = {
+    "pending": _l("Waiting to be sent"),
+    "sending": _l("Being sent"),
+    "submitted": _l("Handed to WeCom, waiting for the employee"),
+    "sent": _l("Sent"),
+    "bounced": _l("Bounced"),
+    "failed": _l("Failed"),
+    "excluded": _l("Left out"),
+    "skipped": _l("Skipped at sending"),
+    "cancelled": _l("Cancelled"),
+}
+EXCLUSION_REASONS = {
+    "suppressed": _l("suppressed"),
+    "unsubscribed": _l("unsubscribed"),
+    "no_consent": _l("no consent"),
+    "no_address": _l("no address"),
+    "frequency_cap": _l("over the frequency cap"),
+    "wecom_limit": _l("over WeCom's limit of mass messages per customer"),
+    "soft_bounce": _l("kept refusing for a while (soft bounce)"),
+}
+ATTEMPT_OUTCOMES = {
+    "accepted": _l("Accepted"),
+    "retry": _l("Refused for now, tried again later"),
+    "hard_bounce": _l("The address does not exist"),
+    "pause": _l("The receiving side refused us: campaign paused"),
+    "failed": _l("Refused for good"),
+    "throttled": _l("Too many for the destination: slowed down, tried again later"),
+    "submitted": _l("Handed to WeCom as a mass-send task"),
+}
+# Result details the portal itself gives (the receiving side's own codes are shown as they are).
+RESULT_DETAILS = {
+    "not_friend": _l("Not (or no longer) a customer of the employee"),
+    "not_customer": _l("WeCom does not know this customer for the employee"),
+    "wecom_limit": _l("Had already received WeCom's limit of mass messages"),
+    "not_confirmed": _l("The employee did not send the mass-send task in time"),
+    "duplicate_customer": _l("Another contact is linked to the same WeCom customer"),
+    "unsendable": _l("The message could not be made (template or attachment)"),
+    "invalid_address": _l("Not a valid address"),
+    "too_long": _l("Too long for the channel"),
+}
+# TestSend.message values the worker sets itself.
+TEST_SEND_MESSAGES = {
+    "not_company_address": _l("Not sent: the address is no longer one of the company's test addresses."),
+}
+
 LIFECYCLE_STAGES = {
     "new": _l("New"),
     "growing": _l("Growing"),
@@ -192,6 +238,8 @@ IMPORT_FIELDS = {
     "province": _l("Province"),
     "city": _l("City"),
     "company_size": _l("Company size"),
+    "wecom_external_userid": _l("WeCom customer ID (external_userid)"),
+    "wecom_owner_userid": _l("WeCom owning employee (userid)"),
     "consent_email": _l("Email consent"),
     "consent_sms": _l("SMS consent"),
     "consent_wecom": _l("WeCom consent"),
@@ -271,6 +319,11 @@ SETTINGS = {
     "alerts.min_attempts": _l("Messages settled before alerts are checked"),
     "alerts.min_delivery_rate": _l("Lowest delivery rate (%)"),
     "alerts.max_bounce_rate": _l("Highest bounce rate (%)"),
+    "wecom.max_per_customer_per_day": _l("WeCom mass messages per customer per day, at most"),
+    "wecom.max_per_customer_per_month": _l("WeCom mass messages per customer per 30 days, at most"),
+    "pacing.robot_per_minute": _l("Group robot messages per minute, at most"),
+    "pacing.sms_per_minute": _l("Text messages per minute, at most"),
+    "pacing.email_domains": _l("Emails per minute per recipient domain"),
     "content.forbidden_words": _l("Forbidden words"),
     "content.link_allow_list": _l("Allowed link domains"),
 }
@@ -334,6 +387,11 @@ TABLES: Mapping[str, Mapping[str, Any]] = {
     "role": ROLES,
     "permission": PERMISSIONS,
     "channel": CHANNELS,
+    "delivery_status": DELIVERY_STATUSES,
+    "exclusion": EXCLUSION_REASONS,
+    "attempt": ATTEMPT_OUTCOMES,
+    "result_detail": RESULT_DETAILS,
+    "test_send_message": TEST_SEND_MESSAGES,
     "stage": LIFECYCLE_STAGES,
     "consent": CONSENT_STATES,
     "event": EVENT_KINDS,
@@ -461,6 +519,7 @@ def register(app: Flask) -> None:
         join_list=join_list,
         notification_text=notification_text,
         job_message=job_message,
+        test_send_messages=TEST_SEND_MESSAGES,
     )
 
 

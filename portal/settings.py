@@ -33,6 +33,20 @@ DEFAULTS: dict[str, Any] = {
     "alerts.window": 1000,
     "alerts.min_delivery_rate": 90,
     "alerts.max_bounce_rate": 5,
+    # WeCom's published limits on mass messages a customer may receive from the company:
+    # the planner leaves out (reason wecom_limit) a customer who has had them already.
+    "wecom.max_per_customer_per_day": 1,
+    "wecom.max_per_customer_per_month": 4,
+    # Pacing per destination (portal/delivery/pacing.py), messages per minute; 0 = no limit.
+    # The group robot accepts 20 a minute (errcode 45009 beyond); the SMS gateway's contract.
+    "pacing.robot_per_minute": 20,
+    "pacing.sms_per_minute": 600,
+    # Email per recipient domain: "domain=per minute" pairs; other domains are not paced
+    # until they answer 421 / 4xx "too many", which slows that domain alone.
+    "pacing.email_domains": (
+        "qq.com=600, foxmail.com=600, 163.com=300, 126.com=300, yeah.net=300, sina.com=300, "
+        "sohu.com=300, gmail.com=1200, outlook.com=600, hotmail.com=600, live.com=600, yahoo.com=600"
+    ),
 }
 
 

@@ -17,6 +17,7 @@ from portal.access import BUILTIN_ROLES, MARKETING_ROLES, Permission
 from portal.audit import AuditEvent
 from portal.auth.models import Role, SsoGroupMapping, User, user_roles
 from portal.auth.sessions import end_sessions_of
+from portal.delivery.pacing import parse_domain_limits
 from portal.extensions import db
 from portal.labels import join_list, label
 from portal.paging import Page, paginate
@@ -43,6 +44,10 @@ class AdminError(Refusal):
         "unknown_setting": _l("Unknown setting."),
         "setting_number": _l("%(setting)s: a whole number from %(low)s to %(high)s is needed."),
         "setting_text": _l("%(setting)s: write a value."),
+        "setting_domains": _l(
+            "%(setting)s: write domain=messages per minute pairs, separated by commas (qq.com=600); "
+            "“%(pair)s” is not one."
+        ),
     }
 
     def sentence_params(self) -> dict:
@@ -283,8 +288,12 @@ SETTING_RANGES: dict[str, tuple[int, int]] = {
     "alerts.min_attempts": (1, 1_000_000),
     "alerts.min_delivery_rate": (0, 100),
     "alerts.max_bounce_rate": (0, 100),
+    "wecom.max_per_customer_per_day": (0, 100),
+    "wecom.max_per_customer_per_month": (0, 1000),
+    "pacing.robot_per_minute": (0, 1000),
+    "pacing.sms_per_minute": (0, 1_000_000),
 }
-EDITABLE_SETTINGS = (*SETTING_RANGES, "scoring.mql_tag", "alerts.auto_pause")
+EDITABLE_SETTINGS = (*SETTING_RANGES, "scoring.mql_tag", "alerts.auto_pause", "pacing.email_domains")
 
 
 def current_settings() -> dict[str, object]:
@@ -305,6 +314,12 @@ def save_settings(actor: User, raw: dict[str, str]) -> list[str]:
         raise AdminError("setting_text", setting="scoring.mql_tag")
     cleaned["scoring.mql_tag"] = tag
     cleaned["alerts.auto_pause"] = raw.get("alerts.auto_pause") in ("1", "on", "true", True)
+    domains = str(raw.get("pacing.email_domains", "")).strip()
+    try:
+        limits = parse_domain_limits(domains)
+    except ValueError as bad:
+        raise AdminError("setting_domains", setting="pacing.email_domains", pair=str(bad)[:100]) from None
+    cleaned["pacing.email_domains"] = ", ".join(f"{domain}={rate}" for domain, rate in limits.items())
     changed = [key for key, value in cleaned.items() if settings.get(key) != value]
     for key in changed:
         settings.set_value(actor, key, cleaned[key])

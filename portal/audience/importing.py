@@ -60,7 +60,18 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 ABANDONED_AFTER_DAYS = 7
 # Rejected rows shown on the result page; the downloadable report has them all.
 SHOWN_REJECTS = 100
-CONTACT_FIELDS = ("email", "mobile", "name", "company", "industry", "province", "city", "company_size")
+CONTACT_FIELDS = (
+    "email",
+    "mobile",
+    "name",
+    "company",
+    "industry",
+    "province",
+    "city",
+    "company_size",
+    "wecom_external_userid",
+    "wecom_owner_userid",
+)
 IMPORT_FIELDS = (*CONTACT_FIELDS, "consent_email", "consent_sms", "consent_wecom", "tags")
 # The longest value each field holds (the columns' lengths); an attribute or a tag the same way.
 FIELD_LIMITS = {name: Contact.__table__.c[name].type.length for name in CONTACT_FIELDS}
@@ -69,7 +80,16 @@ ATTRIBUTE_LIMIT = 1000
 # and the shortest limit among them (company size, 32): a row with no longer cell skips the
 # check. Normalising only lengthens a province, by at most 6 characters (新疆 -> 新疆维吾尔自治区),
 # far within its 50.
-_TEXT_FIELDS = ("name", "company", "industry", "province", "city", "company_size")
+_TEXT_FIELDS = (
+    "name",
+    "company",
+    "industry",
+    "province",
+    "city",
+    "company_size",
+    "wecom_external_userid",
+    "wecom_owner_userid",
+)
 _SHORTEST_LIMIT = min(FIELD_LIMITS[name] for name in _TEXT_FIELDS)
 _TAG_SEPARATORS = re.compile(r"[,，;；、]")
 TAG_LIMIT = 100
@@ -95,6 +115,14 @@ HEADER_ALIASES = {
     **dict.fromkeys(("sms consent", "sms opt-in", "短信订阅", "短信同意", "接收短信", "短信营销许可"), "consent_sms"),
     **dict.fromkeys(("wecom consent", "企业微信同意", "企微同意"), "consent_wecom"),
     **dict.fromkeys(("tags", "tag", "labels", "标签"), "tags"),
+    # WeCom customer contact: the customer's external_userid and the owning employee's userid.
+    **dict.fromkeys(
+        ("external_userid", "wecom external userid", "外部联系人id", "企业微信客户id", "企微客户id"),
+        "wecom_external_userid",
+    ),
+    **dict.fromkeys(
+        ("wecom owner", "owner userid", "跟进人userid", "企微跟进人", "添加人userid"), "wecom_owner_userid"
+    ),
 }
 CONSENT_WORDS = {
     **dict.fromkeys(("granted", "yes", "y", "true", "1", "是", "同意", "接受", "允许", "已同意", "订阅"), "granted"),
@@ -383,7 +411,7 @@ def _parse(row: _Row, plan: list[tuple[int, str, str]], width: int) -> str | Non
             problems.append(problem(exc.code, value=exc.value[:100]))
     if not (fields.get("email") or fields.get("mobile")):
         problems.append(problem("contact_missing"))
-    for key in ("name", "company", "industry", "company_size"):
+    for key in ("name", "company", "industry", "company_size", "wecom_external_userid", "wecom_owner_userid"):
         if key in fields:
             cleaned[key] = fields[key]
     if "province" in fields:

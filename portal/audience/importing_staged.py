@@ -47,7 +47,16 @@ from portal.audience.normalise import PROVINCES
 from portal.extensions import db
 from portal.models_base import utcnow
 
-TEXT_FIELDS = ("name", "company", "industry", "province", "city", "company_size")
+TEXT_FIELDS = (
+    "name",
+    "company",
+    "industry",
+    "province",
+    "city",
+    "company_size",
+    "wecom_external_userid",
+    "wecom_owner_userid",
+)
 CONSENT_CHANNELS = ("email", "sms", "wecom")
 # Cells of one row travel as one column, joined by the ASCII unit separator; a row whose cells
 # contain it (never seen in real files) is stored as JSON instead, marked by the record separator.
@@ -147,6 +156,7 @@ def _run(connection, job, table, mapping, expected, progress) -> _Outcome:
                 n bigint, batch integer, reason text, raw text,
                 e text, m text, eh text, mh text,
                 name text, company text, industry text, province text, city text, company_size text,
+                wecom_external_userid text, wecom_owner_userid text,
                 attrs text, c_email text, c_sms text, c_wecom text, tags text
             )"""
         )
@@ -246,6 +256,8 @@ def _staged_values(row: _Row, batch: int, key: bytes, raw: str) -> list[str | No
         fields.get("province"),
         fields.get("city"),
         fields.get("company_size"),
+        fields.get("wecom_external_userid"),
+        fields.get("wecom_owner_userid"),
         json.dumps(row.attributes, ensure_ascii=False) if row.attributes else None,
         *((consent.get(channel) for channel in CONSENT_CHANNELS) if consent else _NO_CONSENT),
         # Tags hold no control character (cleaned while parsing), so the separator is safe.
@@ -262,7 +274,8 @@ def _classify(connection) -> None:
             """
             CREATE TEMP TABLE import_work AS
             SELECT s.n, s.batch, s.e, s.m, s.name, s.company, s.industry, s.province, s.city,
-                   s.company_size, s.attrs, s.c_email, s.c_sms, s.c_wecom, s.tags,
+                   s.company_size, s.wecom_external_userid, s.wecom_owner_userid,
+                   s.attrs, s.c_email, s.c_sms, s.c_wecom, s.tags,
                    ce.id AS ce, cm.id AS cm, false AS fallback,
                    pe.id IS NOT NULL OR pm.id IS NOT NULL AS suppressed,
                    -- An id for every row that may create a contact; the fallback rows' are unused.

@@ -84,6 +84,7 @@ class Contact(db.Model):
         Index("ix_contacts_last_activity_at", "last_activity_at"),
         Index("ix_contacts_owner_id", "owner_id"),
         Index("ix_contacts_region", "region"),
+        Index("ix_contacts_wecom_external_userid", "wecom_external_userid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -102,6 +103,10 @@ class Contact(db.Model):
     company_size: Mapped[str] = mapped_column(String(32), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # WeCom customer contact: the customer's external_userid and the userid of the employee
+    # who has them as a contact (mass messages go out through that employee); "" = none.
+    wecom_external_userid: Mapped[str] = mapped_column(String(64), default="")
+    wecom_owner_userid: Mapped[str] = mapped_column(String(64), default="")
     score: Mapped[int] = mapped_column(Integer, default=60)
     lifecycle_stage: Mapped[str] = mapped_column(String(16), default=LifecycleStage.NEW)
     unsubscribed: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -63,6 +63,10 @@ def pause_for(campaign_id: int, code: str, **params: Any) -> str:
             name=name,
             reason={"code": code, **params},
         )
+    # The team's group chat hears of it too, when a group robot is configured.
+    from portal.delivery.notices import queue_robot_notice
+
+    queue_robot_notice("campaign.auto_paused", name=name, reason={"code": code, **params})
     return reason
 
 

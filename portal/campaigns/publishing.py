@@ -38,6 +38,14 @@ def _company_mobile(number: str) -> bool:
     )
 
 
+def is_test_address(address: str) -> bool:
+    """Whether `address` (as stored: normalised) is a company address under the current
+    configuration; the worker asks again at send time."""
+    if "@" in address:
+        return address.rsplit("@", 1)[1].lower() in company_domains()
+    return _company_mobile(address)
+
+
 def add_test_address(actor: Any, raw: str) -> TestAddress:
     """Add an internal test address: an email at a company domain, or (for SMS and WeCom
     steps) a company mobile number."""
@@ -166,13 +174,12 @@ def audience_preview(campaign: Campaign, channel: str | None = None) -> dict[str
     """How many contacts would enter now, and how many are left out and why: the planner's
     own rules (consent, unsubscribed, suppressed, no address, frequency cap) on the segment,
     for the channel of the campaign's first message step."""
-    from portal.delivery.models import ExclusionReason
-    from portal.delivery.planner import exclusion_counts
+    from portal.delivery.planner import exclusion_counts, exclusion_reasons
 
     if channel is None:
         channel = next((s.channel or "email" for s in in_flow_order(campaign) if s.kind == StepKind.MESSAGE), "email")
     if campaign.segment_id is None:
-        counts = {reason.value: 0 for reason in ExclusionReason} | {"entering": 0}
+        counts = dict.fromkeys(exclusion_reasons(channel), 0) | {"entering": 0}
     else:
         counts = exclusion_counts(segment_query(campaign.segment_id), channel, utcnow())
     counts["segment"] = sum(counts.values())

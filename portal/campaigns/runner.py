@@ -43,6 +43,7 @@ from portal.campaigns.models import (
 )
 from portal.campaigns.service import path
 from portal.delivery.models import Delivery, DeliveryStatus
+from portal.delivery.notices import queue_robot_notice
 from portal.delivery.planner import insert_ignoring_duplicates, plan_step
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -476,6 +477,7 @@ def _run_action(campaign: Campaign, flow: Flow, step: CampaignStep, now: datetim
                     contact=name or contact_id,
                     campaign=campaign.name,
                 )
+                queue_robot_notice("campaign.follow_up", contact=name or contact_id, campaign=campaign.name)
     return len(moved)
 
 

@@ -132,13 +132,7 @@ audit.DESCRIPTIONS["campaign.auto_paused"] = _auto_paused_details
 audit.DESCRIPTIONS["campaign.resumed"] = _resumed_details
 
 
-EXCLUSION_LABELS = {
-    "suppressed": _l("suppressed"),
-    "unsubscribed": _l("unsubscribed"),
-    "no_consent": _l("no consent"),
-    "no_address": _l("no address"),
-    "frequency_cap": _l("over the frequency cap"),
-}
+EXCLUSION_LABELS = labels.EXCLUSION_REASONS
 
 
 def _actor():

@@ -2,9 +2,10 @@
 
 Every contact whose journey stands at the step gets one ledger row: `pending` to be sent,
 or `excluded` with the first reason that applies (suppressed, unsubscribed, no consent
-for the channel, no address for it, over the frequency cap). The unique (step, contact)
-with ON CONFLICT DO NOTHING makes planning idempotent: a repeated or overlapping run adds
-nothing. The same exclusion rules feed the audience preview at publish time."""
+for the channel, no address for it, over WeCom's own limits for a WeCom customer, over the
+frequency cap). The unique (step, contact) with ON CONFLICT DO NOTHING makes planning
+idempotent: a repeated or overlapping run adds nothing. The same exclusion rules feed the
+audience preview at publish time."""
 
 from __future__ import annotations
 
@@ -21,12 +22,23 @@ from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
 from portal.extensions import db
 
 # Marketing messages that count towards the frequency cap: planned, being sent, or sent.
-_COUNTED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SENT)
+_COUNTED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SUBMITTED, DeliveryStatus.SENT)
 
 
 def address_column(channel: str) -> ColumnElement:
-    """The contact's address on `channel`: the email, or the mobile for SMS and WeCom."""
+    """The contact's address on `channel`: the email, the mobile for SMS, the WeCom customer
+    id for WeCom."""
+    if channel == "wecom":
+        return Contact.wecom_external_userid
     return Contact.email if channel == "email" else Contact.mobile
+
+
+def no_address(channel: str) -> ColumnElement:
+    """True for a contact who cannot be reached on `channel`: no email or mobile; for WeCom,
+    no customer id or no owning employee to send through."""
+    if channel == "wecom":
+        return or_(Contact.wecom_external_userid == "", Contact.wecom_owner_userid == "")
+    return address_column(channel).is_(None)
 
 
 def exclusion_reason(channel: str, now: datetime) -> tuple[ColumnElement, Any]:
@@ -38,32 +50,55 @@ def exclusion_reason(channel: str, now: datetime) -> tuple[ColumnElement, Any]:
         ContactConsent.channel == channel,
         ContactConsent.status == ConsentStatus.GRANTED,
     )
-    recent = recent_messages(now)
-    reason = case(
+    recent = recent_messages(now, channel)
+    whens = [
         (Contact.suppressed.is_(True), literal(ExclusionReason.SUPPRESSED.value)),
         (Contact.unsubscribed.is_(True), literal(ExclusionReason.UNSUBSCRIBED.value)),
         (not_(consented), literal(ExclusionReason.NO_CONSENT.value)),
-        (address_column(channel).is_(None), literal(ExclusionReason.NO_ADDRESS.value)),
-        (over_frequency_cap(channel, recent), literal(ExclusionReason.FREQUENCY_CAP.value)),
-        else_=literal(""),
-    )
-    return reason, recent
+        (no_address(channel), literal(ExclusionReason.NO_ADDRESS.value)),
+    ]
+    if channel == "wecom":
+        whens.append((over_wecom_limit(recent), literal(ExclusionReason.WECOM_LIMIT.value)))
+    whens.append((over_frequency_cap(channel, recent), literal(ExclusionReason.FREQUENCY_CAP.value)))
+    return case(*whens, else_=literal("")), recent
 
 
-def recent_messages(now: datetime) -> Any:
+def recent_messages(now: datetime, channel: str = "email") -> Any:
     """Per contact, the marketing messages of the last day (any channel) and of the last
-    week (email): one aggregate over the recent ledger rows, joined to the audience, rather
-    than two counting subqueries per contact."""
+    week (email), and for a WeCom step the WeCom mass messages of the last day and 30 days:
+    one aggregate over the recent ledger rows, joined to the audience, rather than counting
+    subqueries per contact. Only a WeCom step reads a month back."""
     day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
+    week_email = and_(Delivery.channel == "email", Delivery.due_at > week_ago)
+    columns = [
+        Delivery.contact_id,
+        func.sum(case((Delivery.due_at > day_ago, 1), else_=0)).label("day"),
+        func.sum(case((week_email, 1), else_=0)).label("week_email"),
+    ]
+    since = week_ago
+    if channel == "wecom":
+        since = now - timedelta(days=30)
+        wecom = Delivery.channel == "wecom"
+        columns += [
+            func.sum(case((and_(wecom, Delivery.due_at > day_ago), 1), else_=0)).label("wecom_day"),
+            func.sum(case((wecom, 1), else_=0)).label("wecom_month"),
+        ]
     return (
-        select(
-            Delivery.contact_id,
-            func.sum(case((Delivery.due_at > day_ago, 1), else_=0)).label("day"),
-            func.sum(case((Delivery.channel == "email", 1), else_=0)).label("week_email"),
-        )
-        .where(Delivery.status.in_(_COUNTED), Delivery.due_at > week_ago)
+        select(*columns)
+        .where(Delivery.status.in_(_COUNTED), Delivery.due_at > since)
         .group_by(Delivery.contact_id)
         .subquery("recent")
+    )
+
+
+def over_wecom_limit(recent: Any) -> ColumnElement:
+    """True for a WeCom customer who has had the mass messages WeCom lets a company send them
+    in a day or in 30 days (settings wecom.max_per_customer_per_*): WeCom would refuse more."""
+    per_day = int(settings.get("wecom.max_per_customer_per_day"))
+    per_month = int(settings.get("wecom.max_per_customer_per_month"))
+    return or_(
+        func.coalesce(recent.c.wecom_day, 0) >= per_day,
+        func.coalesce(recent.c.wecom_month, 0) >= per_month,
     )
 
 
@@ -150,6 +185,11 @@ def plan_step(
     )
 
 
+def exclusion_reasons(channel: str) -> list[str]:
+    """The reasons a contact may be left out of a step on `channel`."""
+    return [r.value for r in ExclusionReason if r is not ExclusionReason.WECOM_LIMIT or channel == "wecom"]
+
+
 def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, int]:
     """How many of `contacts` (a SELECT of contact ids) would be excluded, per reason, and
     how many would enter ("entering"): the audience preview."""
@@ -162,7 +202,7 @@ def exclusion_counts(contacts: Any, channel: str, now: datetime) -> dict[str, in
         .subquery()
     )
     rows = db.session.execute(select(counted.c.reason, func.count()).group_by(counted.c.reason)).all()
-    counts = {r.value: 0 for r in ExclusionReason}
+    counts = dict.fromkeys(exclusion_reasons(channel), 0)
     counts["entering"] = 0
     for value, number in rows:
         counts[value or "entering"] = number

@@ -16,6 +16,16 @@ alerts are judged on them there and then (portal/campaigns/monitoring.py): a lim
 pauses the campaign before the next chunk goes out. A sender asked to stop (`should_stop`,
 a worker's restart) records the chunk in flight and gives the rest of its claim back at once.
 
+Pacing per destination (portal/delivery/pacing.py) is asked once per batch: deliveries to a
+destination over its limit, or slowed down after a "too many" (an SMTP 421 for one domain,
+the SMS gateway's 429), wait for the next window or the back-off without counting as an
+attempt, so a busy domain delays its own messages and fails none. Every attempt is kept in
+`delivery_attempts`; the ledger row keeps the last answer (none after a success).
+
+WeCom deliveries go out differently: one mass-send task per owning employee
+(channels/wecom_customer.py) and the rows wait as `submitted` for the per-customer results
+(wecom_tasks.py).
+
 Per-message work is only what must differ: the template of a (step, version) is compiled
 once, the MIME skeleton and the link tracker are made once, and each recipient gets the
 rendering of their variables, their tracked links and their headers.
@@ -25,21 +35,31 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 
 from portal.audience.models import ConsentStatus, Contact, ContactConsent, ContactEvent, EventKind
 from portal.campaigns.models import Campaign, CampaignStatus
 from portal.delivery.channels.base import ChannelUnavailable, Outcome, SendResult
 from portal.delivery.mime import make_message_id
-from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
+from portal.delivery.models import (
+    AttemptOutcome,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    ExclusionReason,
+    WeComTask,
+)
+from portal.delivery.pacing import Pacer, email_key, limits_from_settings
 from portal.delivery.render import CONTACT_FIELDS, contact_variables
 from portal.delivery.tokens import LinkTracker, tracking_tokens
 from portal.extensions import db
@@ -56,6 +76,25 @@ RECORD_EVERY = 200
 # are smaller, so that the first judgement comes soon after that number and a bad list pauses
 # after a few more messages in flight rather than after a whole chunk per sender.
 EARLY_RECORD_EVERY = 25
+# A temporary SMTP refusal that is about our rate towards the domain, not the mailbox.
+_TOO_MANY = re.compile(r"too many|rate.?limit|throttl|frequen|exceed|slow down|too fast", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not sent now because its destination is paced or slowed down: pending again at
+    `until` (a time.time() value), the attempt not counted. `result` is the "too many"
+    answer when the message was tried."""
+
+    until: float
+    result: SendResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Handed to WeCom in the mass-send task `msgid`; the customer's result comes later."""
+
+    msgid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +221,8 @@ class _Material:
     # whether template-built links remain to be rewritten after rendering.
     html: Any = None
     dynamic_links: bool = False
+    # A WeCom step's attachments, checked (channels/wecom_customer.clean_attachments).
+    attachments: Any = None
 
 
 @dataclass
@@ -197,13 +238,25 @@ class BatchOutcome:
     unavailable: str = ""
     # Set when the sender was asked to stop: the rest of the batch was given back.
     stopped: bool = False
+    # Handed to WeCom as mass-send tasks; waiting for a destination's pace or back-off.
+    submitted: int = 0
+    deferred: int = 0
+    # Claimed but not attempted (given back, waiting, or skipped): what the campaign's
+    # throttle gives back.
+    unused: int = 0
 
 
 class Sender:
     """Sends claimed deliveries; one per sender job. Channels are opened on first use and
     reused for every message until `close`."""
 
-    def __init__(self, app: Any, owner: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        owner: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
         from portal.campaigns.monitoring import AlertLimits
 
         self.app = app
@@ -222,6 +275,18 @@ class Sender:
         self._alert_limits = AlertLimits.from_settings()
         # Small chunks until the campaign's counts say the alerts have enough to judge.
         self._chunk = EARLY_RECORD_EVERY if self._alert_limits else RECORD_EVERY
+        if pacer is None:
+            from portal.queue import redis_connection
+
+            pacer = Pacer(
+                redis_connection(), limits_from_settings(), window=float(self.config["PACING_WINDOW_SECONDS"])
+            )
+        self.pacer = pacer
+        # Destinations slowed down, until when; the paced destination of each claimed delivery
+        # and what is left of each destination's reservation (both for the batch in hand).
+        self._slowed: dict[str, float] = {}
+        self._paced: dict[int, str] = {}
+        self._reserved: dict[str, int] = {}
 
     # -- channels -----------------------------------------------------------------------------
     def _channel(self, name: str) -> Any:
@@ -237,9 +302,10 @@ class Sender:
 
                 channel = SmsChannel.from_config(self.config)
             elif name == "wecom":
-                from portal.delivery.channels.wecom import WeComRobot
+                from portal.delivery.channels.wecom_customer import WeComCustomerApi
+                from portal.queue import redis_connection
 
-                channel = WeComRobot.from_config(self.config)
+                channel = WeComCustomerApi.from_config(self.config, redis=redis_connection())
             else:
                 raise ValueError(f"unknown channel {name!r}")
             self._channels[name] = channel
@@ -290,7 +356,47 @@ class Sender:
         started = time.perf_counter()
         contacts = self._contacts(batch)
         self.timings.database += time.perf_counter() - started
-        results: list[tuple[Claimed, SendResult | str]] = []
+        results: list[tuple[Claimed, Any]] = self._pace(batch, contacts)
+        if results:
+            waiting = {d.id for d, _ in results}
+            batch = [d for d in batch if d.id not in waiting]
+        try:
+            # In the batch's order (by step): WeCom steps as mass-send tasks, the rest one by one.
+            runs = [list(run) for _wecom, run in groupby(batch, key=lambda d: d.channel == "wecom")]
+            for number, run in enumerate(runs):
+                rest = [d for later in runs[number + 1 :] for d in later]
+                if run[0].channel == "wecom":
+                    stop = self._send_wecom(run, contacts, results)
+                    if stop is not None:
+                        self._record(results, outcome)
+                        if stop.outcome is Outcome.PAUSE:
+                            outcome.paused = outcome.paused or stop.message or "wecom"
+                            self._release(rest, due_in=0, outcome=outcome)
+                        else:
+                            outcome.unavailable = stop.message or "channel wecom unavailable"
+                            self._release(rest, due_in=self._backoff, outcome=outcome)
+                        return outcome
+                    continue
+                if not self._send_each(run, contacts, results, outcome):
+                    self._release(rest, due_in=0, outcome=outcome)
+                    return outcome
+                results = []
+            self._record(results, outcome)
+        finally:
+            self._give_back()
+        return outcome
+
+    def _send_each(
+        self,
+        batch: list[Claimed],
+        contacts: dict[int, dict[str, Any]],
+        results: list[tuple[Claimed, Any]],
+        outcome: BatchOutcome,
+    ) -> bool:
+        """Send `batch` (one channel's run of the claim) message by message, recording every
+        chunk; the results of its last chunk are recorded. False when the batch must stop
+        (the campaign stopped, the sender is stopping, the channel refused or is down): the
+        rest of this run has been given back."""
         for number, delivery in enumerate(batch):
             if len(results) >= self._chunk:
                 status = self._record(results, outcome)
@@ -298,21 +404,35 @@ class Sender:
                 if status != CampaignStatus.RUNNING:
                     # Paused: the rest waits for the resume. Cancelled: the rest never goes.
                     cancelled = status == CampaignStatus.CANCELLED
-                    self._release(batch[number:], due_in=0, cancelled=cancelled)
-                    return outcome
+                    self._release(batch[number:], due_in=0, cancelled=cancelled, outcome=outcome)
+                    return False
                 if self._should_stop():
-                    self._release(batch[number:], due_in=0)
+                    self._release(batch[number:], due_in=0, outcome=outcome)
                     outcome.stopped = True
-                    return outcome
+                    return False
             contact = contacts.get(delivery.contact_id)
             reason = self._skip_reason(delivery, contact)
             if reason:
                 results.append((delivery, reason))
                 continue
+            if self._slowed:
+                # A destination said "too many" earlier in this batch: its rest waits too.
+                until = self._slowed.get(self._destination(delivery, contact))
+                if until is not None and until > time.time():
+                    results.append((delivery, Deferred(until)))
+                    continue
             try:
                 result = self._send_one(delivery, contact)  # type: ignore[arg-type]
             except ChannelUnavailable as unavailable:
                 result = unavailable.result
+            if self._paced:
+                self._used(delivery)
+            if result.outcome is Outcome.RETRY and not result.affects_batch and _too_many(delivery.channel, result):
+                destination = self._destination(delivery, contact)
+                until = self.pacer.slow_down(destination)
+                self._slowed[destination] = until
+                results.append((delivery, Deferred(until, result)))
+                continue
             results.append((delivery, result))
             if result.outcome is Outcome.HARD_BOUNCE:
                 contact["suppressed"] = True  # type: ignore[index] # nothing more for them in this batch
@@ -320,22 +440,177 @@ class Sender:
                 self._record(results, outcome)
                 rest = batch[number + 1 :]
                 if result.outcome is Outcome.PAUSE:
-                    self._release(rest, due_in=0)
+                    self._release(rest, due_in=0, outcome=outcome)
                 else:
                     outcome.unavailable = result.message or f"channel {delivery.channel} unavailable"
-                    self._release(rest, due_in=self._backoff)
+                    self._release(rest, due_in=self._backoff, outcome=outcome)
                 channel = self._channels.pop(delivery.channel, None)
                 if channel is not None:
                     channel.close()  # a refused or broken connection is not reused
-                return outcome
+                return False
         self._record(results, outcome)
-        return outcome
+        results.clear()
+        return True
+
+    # -- pacing -------------------------------------------------------------------------------
+    @staticmethod
+    def _destination(delivery: Claimed, contact: dict[str, Any] | None) -> str:
+        """The paced destination of a delivery: its email domain, the SMS gateway, or ""."""
+        if contact is None:
+            return ""
+        if delivery.channel == "email":
+            return email_key(contact["email"]) if contact.get("email") else ""
+        if delivery.channel == "sms":
+            return "sms"
+        return ""
+
+    def _pace(self, batch: list[Claimed], contacts: dict[int, dict[str, Any]]) -> list[tuple[Claimed, Any]]:
+        """Reserve the batch's messages per destination (one round trip for the counts, one
+        for the back-offs); returns the deliveries that must wait, as `Deferred` results."""
+        self._paced, self._reserved = {}, {}
+        wanted: dict[str, int] = defaultdict(int)
+        destinations: dict[int, str] = {}
+        for delivery in batch:
+            destination = self._destination(delivery, contacts.get(delivery.contact_id))
+            if destination:
+                destinations[delivery.id] = destination
+                wanted[destination] += 1
+        if not wanted:
+            return []
+        now = time.time()
+        self._slowed = {k: v for k, v in self._slowed.items() if v > now}
+        self._slowed.update(self.pacer.slowed(list(wanted)))
+        granted = self.pacer.reserve({k: n for k, n in wanted.items() if k not in self._slowed})
+        self._reserved = {k: n for k, n in granted.items() if k in self.pacer.limits}
+        left = dict(self._reserved)
+        waiting: list[tuple[Claimed, Any]] = []
+        next_window = self.pacer.next_window()
+        for delivery in batch:
+            destination = destinations.get(delivery.id)
+            if not destination:
+                continue
+            if destination in self._slowed:
+                waiting.append((delivery, Deferred(self._slowed[destination])))
+            elif destination in left:
+                if left[destination] <= 0:
+                    waiting.append((delivery, Deferred(next_window)))
+                else:
+                    left[destination] -= 1
+                    self._paced[delivery.id] = destination
+        return waiting
+
+    def _give_back(self) -> None:
+        """Return to the pacer what the batch reserved and did not send."""
+        if self._reserved:
+            self.pacer.give_back({k: n for k, n in self._reserved.items() if n > 0})
+        self._paced, self._reserved = {}, {}
+
+    def _used(self, delivery: Claimed) -> None:
+        destination = self._paced.pop(delivery.id, None)
+        if destination is not None:
+            self._reserved[destination] -= 1
+
+    # -- WeCom customers ----------------------------------------------------------------------
+    def _send_wecom(
+        self, batch: list[Claimed], contacts: dict[int, dict[str, Any]], results: list[tuple[Claimed, Any]]
+    ) -> SendResult | None:
+        """One mass-send task per (step, content, owning employee); every customer WeCom takes
+        becomes `submitted`. Returns the result that stops the batch (refused: pause; WeCom
+        unreachable), or None."""
+        groups: dict[tuple[int, int, str], list[Claimed]] = defaultdict(list)
+        for delivery in batch:
+            contact = contacts.get(delivery.contact_id)
+            reason = self._skip_reason(delivery, contact)
+            if reason:
+                results.append((delivery, reason))
+                continue
+            groups[(delivery.step_id, delivery.content_version_id, contact["wecom_owner_userid"])].append(delivery)  # type: ignore[index]
+        api = None
+        for number, ((step_id, _version, owner), members) in enumerate(groups.items()):
+            try:
+                text, attachments = self._wecom_message(members[0])
+            except Exception as exc:  # a template or an attachment WeCom would refuse: these only
+                log.warning("WeCom step %s not sendable: %s", step_id, exc)
+                failure = SendResult(Outcome.FAILED, 0, "unsendable", f"{type(exc).__name__}: {exc}"[:500])
+                results.extend((d, failure) for d in members)
+                continue
+            if api is None:
+                try:
+                    api = self._channel("wecom")
+                except ValueError as exc:  # not configured: as an SMS step without a gateway
+                    failure = SendResult(Outcome.FAILED, 0, "unsendable", str(exc)[:500])
+                    results.extend((d, failure) for members in list(groups.values())[number:] for d in members)
+                    return None
+            started = time.perf_counter()
+            ids: dict[str, Claimed] = {}
+            for delivery in members:
+                external_userid = contacts[delivery.contact_id]["wecom_external_userid"]
+                if external_userid in ids:  # two contacts linked to one customer: one message
+                    results.append((delivery, SendResult(Outcome.FAILED, 0, "duplicate_customer", external_userid)))
+                else:
+                    ids[external_userid] = delivery
+            created = api.add_msg_template(owner, list(ids), text, attachments)
+            self.timings.channel += time.perf_counter() - started
+            self.timings.messages += len(members)
+            if not created.result.ok:
+                results.extend((d, created.result) for d in members)
+                if created.result.outcome is Outcome.PAUSE or created.result.affects_batch:
+                    # The other employees' tasks were not tried: they wait, the attempt not counted.
+                    later = time.time() + (0 if created.result.outcome is Outcome.PAUSE else self._backoff)
+                    rest = [d for _key, others in list(groups.items())[number + 1 :] for d in others]
+                    results.extend((d, Deferred(later)) for d in rest)
+                    return created.result
+                continue
+            refused = set(created.fail_list)
+            db.session.add(
+                WeComTask(
+                    campaign_id=members[0].campaign_id,
+                    step_id=step_id,
+                    owner_userid=owner,
+                    msgid=created.msgid,
+                    recipients=len(ids) - len(refused & set(ids)),
+                )
+            )
+            for external_userid, delivery in ids.items():
+                if external_userid in refused:
+                    results.append(
+                        (delivery, SendResult(Outcome.FAILED, created.result.code, "not_customer", external_userid))
+                    )
+                else:
+                    results.append((delivery, Submitted(created.msgid)))
+        return None
+
+    def _wecom_message(self, delivery: Claimed) -> tuple[str, list[dict[str, Any]]]:
+        """The text and attachments of a WeCom step: the same for every customer of a task, so
+        the template sees no contact's fields (they fall back to their defaults)."""
+        from portal.campaigns.models import CampaignStep
+        from portal.delivery.channels.wecom_customer import clean_attachments
+
+        material = self._material(delivery)
+        if material.attachments is None:
+            step = db.session.get(CampaignStep, delivery.step_id)
+            material.attachments = clean_attachments((step.config or {}).get("wecom_attachments") if step else None)
+        variables = {
+            "contact": contact_variables({}),
+            "campaign": {"name": material.campaign_name},
+            "sender": {"company": self._from_name},
+            "view_in_browser_url": "",
+            "unsubscribe_url": "",
+        }
+        return material.content.templates["wecom_text"].render(variables), material.attachments
 
     def _contacts(self, batch: list[Claimed]) -> dict[int, dict[str, Any]]:
         ids = list({d.contact_id for d in batch})
         columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
         rows = db.session.execute(
-            select(Contact.id, Contact.unsubscribed, Contact.suppressed, *columns).where(Contact.id.in_(ids))
+            select(
+                Contact.id,
+                Contact.unsubscribed,
+                Contact.suppressed,
+                Contact.wecom_external_userid,
+                Contact.wecom_owner_userid,
+                *columns,
+            ).where(Contact.id.in_(ids))
         ).all()
         contacts = {row.id: row._asdict() for row in rows}
         consents = db.session.execute(
@@ -356,7 +631,10 @@ class Sender:
             return ExclusionReason.UNSUBSCRIBED
         if delivery.channel not in contact.get("consents", ()):
             return ExclusionReason.NO_CONSENT
-        if not contact["email" if delivery.channel == "email" else "mobile"]:
+        if delivery.channel == "wecom":
+            if not contact.get("wecom_external_userid") or not contact.get("wecom_owner_userid"):
+                return ExclusionReason.NO_ADDRESS
+        elif not contact["email" if delivery.channel == "email" else "mobile"]:
             return ExclusionReason.NO_ADDRESS
         return ""
 
@@ -401,14 +679,7 @@ class Sender:
                 t1 = t2 = time.perf_counter()
                 result = self._channel("sms").send(contact["mobile"], body, message_id=f"d{delivery.id}")
             else:
-                variables["unsubscribe_url"] = ""
-                body = templates["wecom_text"].render(variables)
-                t1 = t2 = time.perf_counter()
-                result = self._channel("wecom").send(
-                    body,
-                    markdown=material.content.wecom_format == "markdown",
-                    mentioned_mobiles=(contact["mobile"],),
-                )
+                raise ValueError(f"channel {delivery.channel!r} is not sent one by one")
         except ChannelUnavailable:
             raise
         except Exception as exc:  # a template or a value that cannot be sent: this message only
@@ -429,11 +700,15 @@ class Sender:
 
         return unsubscribe_mailto(address, self.tokens.unsubscribe_token(delivery.id, delivery.contact_id))
 
-    def _release(self, rest: list[Claimed], due_in: int, cancelled: bool = False) -> None:
+    def _release(
+        self, rest: list[Claimed], due_in: int, cancelled: bool = False, outcome: BatchOutcome | None = None
+    ) -> None:
         """Give back claimed deliveries that were not attempted (the attempt is not counted),
         or cancel them when their campaign has been cancelled."""
         if not rest:
             return
+        if outcome is not None:
+            outcome.unused += len(rest)
         started = time.perf_counter()
         db.session.execute(
             update(Delivery),
@@ -468,6 +743,7 @@ class Sender:
         sent_ids: list[int] = []
         changes: list[dict[str, Any]] = []
         bounced: list[Claimed] = []
+        history: list[dict[str, Any]] = []
         failed_before = outcome.failed
         pause_reason = ""
         for delivery, result in results:
@@ -475,7 +751,48 @@ class Sender:
             if isinstance(result, str):
                 changes.append({**cleared, "status": DeliveryStatus.SKIPPED, "reason": result})
                 outcome.skipped += 1
+                outcome.unused += 1
                 continue
+            if isinstance(result, Deferred):
+                change = {
+                    **cleared,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": delivery.attempts - 1,
+                    "due_at": datetime.fromtimestamp(result.until, UTC),
+                }
+                outcome.deferred += 1
+                if result.result is None:
+                    outcome.unused += 1
+                else:
+                    tried = result.result
+                    change.update(result_code=tried.code, result_detail=tried.detail[:32], result_message=tried.message)
+                    history.append(_attempt(delivery, now, AttemptOutcome.THROTTLED, tried))
+                changes.append(change)
+                continue
+            if isinstance(result, Submitted):
+                changes.append(
+                    {
+                        **cleared,
+                        "status": DeliveryStatus.SUBMITTED,
+                        "result_code": None,
+                        "result_detail": "",
+                        "result_message": "",
+                    }
+                )
+                history.append(
+                    {
+                        "delivery_id": delivery.id,
+                        "attempt": delivery.attempts,
+                        "outcome": AttemptOutcome.SUBMITTED.value,
+                        "code": None,
+                        "detail": "",
+                        "message": result.msgid,
+                        "occurred_at": now,
+                    }
+                )
+                outcome.submitted += 1
+                continue
+            history.append(_attempt(delivery, now, result.outcome.value, result))
             reply = {"result_code": result.code, "result_detail": result.detail[:32], "result_message": result.message}
             if result.outcome is Outcome.ACCEPTED:
                 sent_ids.append(delivery.id)
@@ -513,7 +830,16 @@ class Sender:
             db.session.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(sent_ids))
-                .values(status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None)
+                # A success clears what an earlier attempt's refusal left (kept in the history).
+                .values(
+                    status=DeliveryStatus.SENT,
+                    sent_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    result_code=None,
+                    result_detail="",
+                    result_message="",
+                )
                 .execution_options(synchronize_session=False)
             )
             outcome.sent += len(sent_ids)
@@ -523,6 +849,8 @@ class Sender:
                 by_keys[tuple(sorted(change))].append(change)
             for rows in by_keys.values():
                 db.session.execute(update(Delivery), rows)
+        if history:
+            db.session.execute(insert(DeliveryAttempt), history)
         failed = outcome.failed - failed_before
         if bounced:
             _suppress_bounced(bounced, results, now)
@@ -560,6 +888,29 @@ class Sender:
         if attempts < 1 or attempts > len(self._retry_delays):
             return None
         return self._retry_delays[attempts - 1]
+
+
+def _attempt(delivery: Claimed, now: datetime, outcome: str, result: SendResult) -> dict[str, Any]:
+    """A `delivery_attempts` row of the attempt that `result` answered."""
+    return {
+        "delivery_id": delivery.id,
+        "attempt": delivery.attempts,
+        "outcome": outcome,
+        "code": result.code or None,
+        "detail": result.detail[:32],
+        "message": result.message,
+        "occurred_at": now,
+    }
+
+
+def _too_many(channel: str, result: SendResult) -> bool:
+    """A temporary refusal that asks us to slow down towards the destination (every message
+    to it would get the same), rather than one about this recipient."""
+    if channel == "email":
+        return result.code == 421 or (400 <= result.code < 500 and bool(_TOO_MANY.search(result.message)))
+    if channel == "sms":
+        return result.code == 429
+    return False
 
 
 def _suppress_bounced(bounced: list[Claimed], results: list[tuple[Claimed, Any]], now: datetime) -> None:

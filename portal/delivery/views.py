@@ -1,4 +1,5 @@
-"""Public tracking endpoints: open pixel, click redirect, unsubscribe (RFC 8058).
+"""Public tracking endpoints: open pixel, click redirect, unsubscribe (RFC 8058); and, for
+people who read campaign reports, a campaign's deliveries and each one's attempts.
 
 Nobody signs in here: the signed token is the only credential. A GET never changes state
 beyond recording an open or click (mail scanners prefetch links), so unsubscribing takes a
@@ -13,8 +14,8 @@ import logging
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from portal.access import public
-from portal.delivery import tracking
+from portal.access import Permission, public, require
+from portal.delivery import service, tracking
 from portal.delivery.tokens import tracking_tokens
 from portal.extensions import csrf, db
 
@@ -94,3 +95,25 @@ def unsubscribe(token: str):
     tracking.unsubscribe(target, method=method)
     page = render_template("delivery/unsubscribe_done.html", target=target)
     return _no_store(make_response(page))
+
+
+# -- what happened to each message (permission as for campaign reports) -------------------------
+@bp.get("/campaigns/<int:campaign_id>/deliveries")
+@require(Permission.REPORTS_VIEW)
+def deliveries(campaign_id: int):
+    status = request.args.get("status", "")
+    try:
+        campaign, rows = service.campaign_deliveries(campaign_id, status)
+    except service.DeliveryError:
+        abort(404)
+    return render_template("delivery/deliveries.html", campaign=campaign, rows=rows, status=status)
+
+
+@bp.get("/campaigns/<int:campaign_id>/deliveries/<int:delivery_id>")
+@require(Permission.REPORTS_VIEW)
+def delivery(campaign_id: int, delivery_id: int):
+    try:
+        detail = service.delivery_detail(campaign_id, delivery_id)
+    except service.DeliveryError:
+        abort(404)
+    return render_template("delivery/detail.html", detail=detail)

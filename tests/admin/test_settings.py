@@ -70,3 +70,16 @@ def test_the_refused_setting_is_marked_invalid_with_its_reason_read_with_it(clie
     assert 'aria-invalid="true"' in field and 'aria-describedby="alerts.max_bounce_rate-error"' in field
     assert '<p class="field-error" id="alerts.max_bounce_rate-error">最高退信率（%）：' in page
     assert page.count('aria-invalid="true"') == 1
+
+
+def test_pacing_per_domain_is_edited_as_domain_rate_pairs(app, client, login_as):
+    login_as("administrator")
+    form = _form()
+    form["pacing.email_domains"] = "qq.com=600, 163.com:300"
+    response = client.post("/admin/settings", data=form)
+    assert response.status_code == 422
+    assert "“163.com:300”" in response.get_data(as_text=True)
+    form["pacing.email_domains"] = "qq.com=100\n163.com = 50"
+    assert client.post("/admin/settings", data=form).status_code == 303
+    with app.app_context():
+        assert settings.get("pacing.email_domains") == "qq.com=100, 163.com=50"

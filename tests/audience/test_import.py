@@ -215,3 +215,17 @@ def test_a_refusal_wins_over_a_grant_even_batches_apart(app, import_file, first,
         )
     assert consent["email"] == "withdrawn"
     assert consent.get("sms") is None  # the default never reaches someone whose rows say something
+
+
+def test_wecom_customer_ids_and_owners_are_imported(app, import_file):
+    data = (
+        "姓名,手机,企业微信客户ID,企微跟进人\n王小明,13800138000,wmABCdef123,zhangsan\n李华,13900139000,,\n"
+    ).encode()
+    job = import_file(data)
+    assert (job.created, job.rejected) == (2, 0)
+    found = contacts(app)
+    assert (found["+8613800138000"].wecom_external_userid, found["+8613800138000"].wecom_owner_userid) == (
+        "wmABCdef123",
+        "zhangsan",
+    )
+    assert (found["+8613900139000"].wecom_external_userid, found["+8613900139000"].wecom_owner_userid) == ("", "")

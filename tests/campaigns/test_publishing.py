@@ -252,3 +252,23 @@ def test_ab_step_needs_a_successful_test_send_of_both_variants(app, campaign, ma
         )
         db.session.commit()
         assert publishing.untested_steps(db.session.get(Campaign, campaign["id"])) == []
+
+
+def test_test_send_to_an_address_no_longer_allowed_is_refused_by_the_worker(app, campaign, smtp):
+    from jobs.sending import TEST_ADDRESS_REFUSED, send_test_messages
+
+    app.config["COMPANY_EMAIL_DOMAINS"] = "example.com,old.example.com"
+    try:
+        with app.app_context():
+            actor = user(campaign["manager"])
+            publishing.add_test_address(actor, "wang@old.example.com")
+            publishing.start_test_send(actor, campaign["id"], [campaign["step"]])
+            ids = db.session.scalars(select(TestSend.id).where(TestSend.campaign_id == campaign["id"])).all()
+            # The domain is taken off the list before the worker gets to the message.
+            app.config["COMPANY_EMAIL_DOMAINS"] = "example.com"
+            assert send_test_messages(ids) == {"sent": 0, "failed": 1}
+            row = db.session.get(TestSend, ids[0])
+            assert (row.status, row.message, row.sent_at) == ("failed", TEST_ADDRESS_REFUSED, None)
+    finally:
+        app.config["COMPANY_EMAIL_DOMAINS"] = "example.com"
+    assert smtp.messages == []

@@ -158,7 +158,8 @@ def test_claims_take_at_most_their_limit_and_never_share_a_row(app, app_ctx, tea
 def test_sms_and_wecom_steps_use_the_same_ledger_retries_and_results(app, app_ctx, team, gateway):
     import json
 
-    from jobs.sending import run_campaigns, send_deliveries
+    from jobs.sending import collect_wecom_results, run_campaigns, send_deliveries
+    from tests.delivery.wecom_stubs import CustomerApi, served
 
     users = _users(team)
     versions = {
@@ -167,44 +168,62 @@ def test_sms_and_wecom_steps_use_the_same_ledger_retries_and_results(app, app_ct
         )
         for kind, fields in (
             ("sms", {"sms_text": "{{ contact.name }}您好，新品上市。回T退订"}),
-            ("wecom", {"wecom_text": "新品发布会：{{ contact.name }}", "wecom_format": "text"}),
+            ("wecom", {"wecom_text": "新品发布会：{{ contact.name|default('您好') }}", "wecom_format": "text"}),
         )
     }
     ok, invalid = factories.add_contacts(2, channels=("sms", "wecom"))
-    app.config.update(
-        SMS_API_URL=f"{gateway.url}/sms", SMS_API_SECRET="gateway-secret", WECOM_WEBHOOK_URL=f"{gateway.url}/wecom"
-    )
-    try:
-        campaign_id = factories.scheduled_campaign(
-            users["marketing_manager"],
-            factories.segment_of(),
-            [{"kind": "message", "channel": kind, "content_version_id": v} for kind, v in versions.items()],
-        )
-        # The gateway: the second number does not exist; then the robot is rate limited once.
-        gateway.replies[:] = [(200, {"code": 0}), (200, {"code": "invalid_mobile"}), (200, {"errcode": 45009})]
-        run_campaigns()
-        send_deliveries(campaign_id)
-        run_campaigns()
-        send_deliveries(campaign_id)
-        app.config["DELIVERY_RETRY_DELAYS"] = "0"
-        db.session.execute(Delivery.__table__.update().values(due_at=func.now()))  # the retry is due
-        db.session.commit()
-        send_deliveries(campaign_id)
-    finally:
+    for contact_id in (ok, invalid):
+        db.session.get(Contact, contact_id).wecom_external_userid = f"wm{contact_id}"
+        db.session.get(Contact, contact_id).wecom_owner_userid = "zhangsan"
+    db.session.commit()
+    with served(CustomerApi()) as wecom:
+        wecom.add_customer("zhangsan", f"wm{ok}")
+        wecom.add_customer("zhangsan", f"wm{invalid}")
         app.config.update(
-            SMS_API_URL="", SMS_API_SECRET="", WECOM_WEBHOOK_URL="", DELIVERY_RETRY_DELAYS="60,300,1800,7200"
+            SMS_API_URL=f"{gateway.url}/sms",
+            SMS_API_SECRET="gateway-secret",
+            WECOM_API_URL=wecom.url,
+            WECOM_CORP_ID="ww-corp",
+            WECOM_CONTACT_SECRET="contact-secret",
         )
+        try:
+            campaign_id = factories.scheduled_campaign(
+                users["marketing_manager"],
+                factories.segment_of(),
+                [{"kind": "message", "channel": kind, "content_version_id": v} for kind, v in versions.items()],
+            )
+            # The gateway: the first number is busy once, the second does not exist.
+            gateway.replies[:] = [(503, "busy"), (200, {"code": "invalid_mobile"})]
+            run_campaigns()
+            send_deliveries(campaign_id)
+            app.config["DELIVERY_RETRY_DELAYS"] = "0"
+            db.session.execute(Delivery.__table__.update().values(due_at=func.now()))  # the retry is due
+            db.session.commit()
+            send_deliveries(campaign_id)
+            run_campaigns()
+            send_deliveries(campaign_id)
+            wecom.confirm()  # the owning employee sends the task in the WeCom app
+            collect_wecom_results()
+        finally:
+            app.config.update(
+                SMS_API_URL="",
+                SMS_API_SECRET="",
+                WECOM_CORP_ID="",
+                WECOM_CONTACT_SECRET="",
+                DELIVERY_RETRY_DELAYS="60,300,1800,7200",
+            )
     rows = db.session.execute(select(Delivery.channel, Delivery.contact_id, Delivery.status, Delivery.attempts)).all()
     assert sorted(rows) == sorted(
         [
-            ("sms", ok, "sent", 1),
+            ("sms", ok, "sent", 2),  # busy once, then sent
             ("sms", invalid, "bounced", 1),
-            ("wecom", ok, "sent", 2),  # rate limited once, then sent
+            ("wecom", ok, "sent", 1),  # through the owner's mass-send task, confirmed
             ("wecom", invalid, "skipped", 1),  # suppressed by its bounce a moment before
         ]
     )
     assert db.session.get(Contact, invalid).suppressed
     sms_bodies = [json.loads(r["body"]) for r in gateway.requests if r["path"] == "/sms"]
     assert sms_bodies[0]["content"].endswith("您好，新品上市。回T退订") and sms_bodies[0]["message_id"].startswith("d")
-    wecom = [json.loads(r["body"]) for r in gateway.requests if r["path"] == "/wecom"]
-    assert len(wecom) == 2 and wecom[-1]["text"]["mentioned_mobile_list"] == [db.session.get(Contact, ok).mobile]
+    [task] = wecom.task_bodies()
+    assert task["sender"] == "zhangsan" and task["external_userid"] == [f"wm{ok}"]
+    assert task["text"] == {"content": "新品发布会：您好"}  # one text for all: no contact's name

@@ -1,4 +1,4 @@
-"""What the HTTP channels (SMS gateway, WeCom robot) share: one `requests.Session` per
+"""What the HTTP channels (SMS gateway, WeCom robot, WeCom customer contact) share: one `requests.Session` per
 batch and the mapping of HTTP answers onto `SendResult`."""
 
 from __future__ import annotations
@@ -58,8 +58,15 @@ class HttpChannel:
     def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[SendResult | None, int, Any, str]:
         """POST; (a batch-wide RETRY result, 0, None, "") on connection trouble, else
         (None, status, parsed JSON or None, text)."""
+        return self._request("POST", url, data=body, headers=headers)
+
+    def _get(self, url: str, params: dict[str, str]) -> tuple[SendResult | None, int, Any, str]:
+        """GET, answered as `_post` answers."""
+        return self._request("GET", url, params=params)
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> tuple[SendResult | None, int, Any, str]:
         try:
-            with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as reply:
+            with self.session.request(method, url, timeout=self.timeout, **kwargs) as reply:
                 text = reply.text[:500]
                 try:
                     payload = reply.json()
