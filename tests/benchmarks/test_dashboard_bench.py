@@ -14,37 +14,23 @@ writer's side, the refresh on the job's side). BENCH_WRK_SECONDS sets each load'
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import text
 
 from tests.benchmarks.conftest import ROWS, report
+from tests.benchmarks.load import gunicorn, load_average, wrk
 from tests.benchmarks.test_report_bench import _generate
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import free_port
 
-WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "15"))
 CONTACTS = 1_000_200
 RESULTS_MEASURED = 1000
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 OPEN = text("UPDATE deliveries SET opened_at = now() WHERE id = :id AND opened_at IS NULL")
 
-DONE_HOOK = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("WRK requests=%d p50_ms=%.2f p95_ms=%.2f errors=%d\\n", summary.requests,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
 # A filter change: the htmx request the grouping select sends, a different grouping each time.
 CYCLE_GROUPINGS = """
 local groupings = {"industry", "province", "lifecycle", "tag"}
@@ -54,34 +40,6 @@ request = function()
   return wrk.format("GET", "/reports/?grouping=" .. groupings[n % 4 + 1])
 end
 """
-
-
-def _wrk(tmp_path: Path, name: str, url: str, headers: dict[str, str], script: str = "") -> tuple[float, float]:
-    lua = tmp_path / f"{name}.lua"
-    lua.write_text(script + DONE_HOOK)
-    args = ["wrk", "-t2", "-c20", f"-d{WRK_SECONDS}s", "--timeout", "30s", "-s", str(lua), url]
-    for key, value in headers.items():
-        args[1:1] = ["-H", f"{key}: {value}"]
-    output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    found = dict(re.findall(r"(\w+)=([\d.]+)", output.split("WRK", 1)[1]))
-    assert int(found["errors"]) == 0, output
-    report(f"{name}_requests", found["requests"])
-    report(f"{name}_p50_ms", found["p50_ms"])
-    report(f"{name}_p95_ms", found["p95_ms"])
-    return float(found["p50_ms"]), float(found["p95_ms"])
-
-
-def _gunicorn(app_name: str, port: int, env: dict[str, str], log) -> subprocess.Popen:
-    """The README's settings: 2 workers x 4 threads."""
-    process = subprocess.Popen(
-        [GUNICORN, "-w", "2", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}", app_name],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, timeout=30)
-    return process
 
 
 def _signed_in_cookie(user_id: int) -> str:
@@ -262,14 +220,15 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
     env = {**worker_env, "REPORT_ROLLUP_MAX_AGE_SECONDS": "60"}
     port, hello_port = free_port(), free_port()
     log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    portal_server = _gunicorn("wsgi:app", port, env, log)
-    hello_server = _gunicorn("tests.benchmarks.hello_app:app", hello_port, env, log)
+    portal_server = gunicorn("wsgi:app", port, env, log)
+    hello_server = gunicorn("tests.benchmarks.hello_app:app", hello_port, env, log)
     base, session = f"http://127.0.0.1:{port}", {"Cookie": f"session={cookie}"}
     try:
         home = requests.get(f"{base}/", headers=session, timeout=60)
         assert home.status_code == 200 and 'id="kpi-contacts">1000<' in home.text
-        _wrk(tmp_path, "hello_world_before", f"http://127.0.0.1:{hello_port}/", {})
-        _wrk(tmp_path, "home_1000_contacts", f"{base}/", session)
+        report("load_average_before", load_average())
+        wrk(tmp_path, "hello_world_before", f"http://127.0.0.1:{hello_port}/", {})
+        wrk(tmp_path, "home_1000_contacts", f"{base}/", session)
 
         campaign_id = _generate(app, make_user)
         with app.app_context():
@@ -311,12 +270,13 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
         fragment = requests.get(f"{base}/reports/?grouping=tag", headers={**session, "HX-Request": "true"}, timeout=60)
         assert fragment.status_code == 200 and "<html" not in fragment.text and "高意向客户" in fragment.text
 
-        _, hello_p95 = _wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})
-        _, dashboard_p95 = _wrk(tmp_path, "dashboard", f"{base}/reports/", session)
-        _, filter_p95 = _wrk(
+        hello_p95 = wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})["p95_ms"]
+        dashboard_p95 = wrk(tmp_path, "dashboard", f"{base}/reports/", session)["p95_ms"]
+        filter_p95 = wrk(
             tmp_path, "filter_change", f"{base}/reports/", {**session, "HX-Request": "true"}, CYCLE_GROUPINGS
-        )
-        _wrk(tmp_path, "home_1000200_contacts", f"{base}/", session)
+        )["p95_ms"]
+        wrk(tmp_path, "home_1000200_contacts", f"{base}/", session)
+        report("load_average_after", load_average())
         report("dashboard_p95_ratio", f"{dashboard_p95 / hello_p95:.2f}")
         report("filter_change_p95_ratio", f"{filter_p95 / hello_p95:.2f}")
         report("p95_goal_ratio", 3)

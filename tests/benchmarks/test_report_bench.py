@@ -19,15 +19,15 @@ STEPS = 4  # message steps; each contact gets one delivery per step
 HTML = '<p>{{ contact.name | default("客户") }}</p><a href="{{ unsubscribe_url }}">退订</a>'
 
 
-def _generate(app, make_user) -> int:
-    """The campaign, its contacts, ledger and events, generated inside PostgreSQL."""
+def _generate(app, make_user, rows: int = ROWS) -> int:
+    """The campaign, its contacts, ledger (`rows` deliveries) and events, generated inside PostgreSQL."""
     from portal.auth.models import User
     from portal.campaigns.models import Campaign, CampaignStep
     from portal.content import service as content
     from portal.extensions import db
     from portal.reports.models import CampaignCost
 
-    contacts = ROWS // STEPS
+    contacts = rows // STEPS
     with app.app_context():
         author = db.session.get(User, make_user("operations_specialist"))
         reviewer = db.session.get(User, make_user("reviewer"))
