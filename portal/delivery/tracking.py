@@ -4,7 +4,9 @@ Each open or click is an event in `contact_events` (a contact erased since the s
 records nothing) plus, the first time only, the open/click time on the delivery's ledger row,
 committed at once. On PostgreSQL that is ONE statement, sent in one round trip on a connection
 in autocommit mode (`_TRACKED`: the insert and the ledger update as data-modifying CTEs, with
-`synchronous_commit` off for that statement's own transaction): the open pixel and the click
+`synchronous_commit` off for that statement's own transaction), from a pool of its own that
+does not ping a connection before each use (a connection the server dropped is replaced and
+the statement sent again, once): the open pixel and the click
 redirect answer at over half the rate of a bare Flask hello world
 (`tests/benchmarks/test_tracking_bench.py`). No buffer: an event is in the database before the
 answer leaves, so a crashing web worker cannot lose one, and there is no second place where
@@ -17,11 +19,15 @@ Unsubscribing is idempotent: the first request sets `unsubscribed`, records an
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Boolean, String, bindparam, literal, select, text, update
+from flask import current_app
+from sqlalchemy import JSON, Boolean, String, bindparam, create_engine, event, literal, select, text, update
 from sqlalchemy import insert as sql_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from portal import audit
 from portal.audience.models import BigId, Contact, ContactEvent, EventKind
@@ -115,23 +121,48 @@ UPDATE deliveries
 )
 
 
+_ENGINE_KEY = "delivery.tracking_engine"
+_engine_lock = threading.Lock()
+
+
+def _tracking_engine() -> Engine:
+    """The process's pool for tracking statements: autocommit, and no ping before each use
+    (the app's pool pings, a second round trip that would double a tracking request's)."""
+    engine = current_app.extensions.get(_ENGINE_KEY)
+    if engine is None:
+        with _engine_lock:
+            engine = current_app.extensions.get(_ENGINE_KEY)
+            if engine is None:
+                options = {**current_app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_pre_ping": False}
+                engine = create_engine(db.engine.url, isolation_level="AUTOCOMMIT", **options)
+                # Closed with the app's own pool (at shutdown, in tests).
+                event.listen(db.engine, "engine_disposed", lambda _engine, own=engine: own.dispose())
+                current_app.extensions[_ENGINE_KEY] = engine
+    return engine
+
+
 def _record_tracked(recipient: Recipient, kind: str, properties: dict[str, Any]) -> None:
     now = utcnow()
     if db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(
-                _TRACKED,
-                {
-                    "kind": kind,
-                    "at": now,
-                    "properties": properties,
-                    "source": SOURCE,
-                    "click": kind == EventKind.EMAIL_CLICK,
-                    "delivery_id": recipient.delivery_id,
-                    "contact_id": recipient.contact_id,
-                },
-            )
-        return
+        values = {
+            "kind": kind,
+            "at": now,
+            "properties": properties,
+            "source": SOURCE,
+            "click": kind == EventKind.EMAIL_CLICK,
+            "delivery_id": recipient.delivery_id,
+            "contact_id": recipient.contact_id,
+        }
+        for attempt in (1, 2):
+            try:
+                with _tracking_engine().connect() as connection:
+                    connection.execute(_TRACKED, values)
+                return
+            except DBAPIError as exc:
+                # A pooled connection the server has dropped (a restart): the pool is renewed,
+                # the statement sent once more. Nothing was written by the failed attempt.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
     _skip_wal_flush_wait()
     _record_event(recipient.contact_id, kind, properties, now)
     note_on_delivery(recipient.delivery_id, recipient.contact_id, kind, now)

@@ -49,7 +49,7 @@ def wrk(
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{WRK_SECONDS}s", "--timeout", "30s", "-s", str(lua)]
     for key, value in headers.items():
         command += ["-H", f"{key}: {value}"]
-    command += [url, *args]
+    command += [url, "--", *args] if args else [url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     found = {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", output.split("WRK", 1)[1])}
     assert found["errors"] == 0, output

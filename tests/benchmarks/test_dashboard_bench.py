@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from tests.benchmarks.conftest import ROWS, report
 from tests.benchmarks.load import gunicorn, load_average, wrk
-from tests.benchmarks.test_report_bench import _generate
+from tests.benchmarks.test_report_bench import HAND_WRITTEN, _generate
 from tests.conftest import free_port
 
 CONTACTS = 1_000_200
@@ -79,67 +79,6 @@ def _add_contacts(count: int, prefix: str) -> None:
         {"count": count, "prefix": prefix},
     )
     db.session.commit()
-
-
-# SQL written by hand for the same figures, each part read once: the campaign's totals; per
-# province, industry, lifecycle stage and tag; per step and channel, with each channel's
-# contacts counted once and conversions within 30 days after each message.
-HAND_WRITTEN = """
-WITH m AS (
-  SELECT d.campaign_id, d.contact_id, d.step_id, d.channel,
-         count(*) FILTER (WHERE d.status <> 'excluded') AS audience,
-         count(*) FILTER (WHERE d.status IN ('sent', 'bounced', 'failed')) AS attempted,
-         count(*) FILTER (WHERE d.status = 'sent') AS delivered,
-         count(*) FILTER (WHERE d.status = 'bounced') AS hard_bounces,
-         count(*) FILTER (WHERE d.status = 'failed' AND d.reason = 'soft_bounce') AS soft_bounces,
-         count(*) FILTER (WHERE d.status = 'sent' AND d.opened_at IS NOT NULL) AS opens,
-         count(*) FILTER (WHERE d.status = 'sent' AND d.clicked_at IS NOT NULL) AS clicks,
-         count(*) FILTER (WHERE d.unsubscribed_at IS NOT NULL) AS unsubscribes,
-         min(d.sent_at) FILTER (WHERE d.status = 'sent') AS first_sent,
-         max(d.sent_at) FILTER (WHERE d.status = 'sent') AS last_sent
-    FROM deliveries d WHERE d.campaign_id = :campaign
-   GROUP BY GROUPING SETS ((d.campaign_id, d.contact_id), (d.step_id), (d.channel))
-), pair AS (
-  SELECT m.*, (m.delivered > 0)::int AS reached FROM m WHERE m.contact_id IS NOT NULL
-), purchases AS (
-  SELECT id, contact_id, occurred_at, coalesce((properties ->> 'amount')::float, 0) AS amount
-    FROM contact_events WHERE kind = 'purchase'
-), conv AS (
-  SELECT p.campaign_id, p.contact_id, sum(e.amount) AS revenue
-    FROM pair p JOIN purchases e ON e.contact_id = p.contact_id
-     AND e.occurred_at >= p.first_sent AND e.occurred_at < p.last_sent + interval '30 days'
-   GROUP BY p.campaign_id, p.contact_id
-), rc AS (
-  SELECT p.*, (conv.contact_id IS NOT NULL)::int AS converted, coalesce(conv.revenue, 0) AS revenue
-    FROM pair p LEFT JOIN conv ON conv.campaign_id = p.campaign_id AND conv.contact_id = p.contact_id
-), message_conv AS (
-  SELECT DISTINCT d.step_id, d.channel, d.contact_id, e.id, e.amount
-    FROM deliveries d JOIN purchases e ON e.contact_id = d.contact_id
-     AND e.occurred_at >= d.sent_at AND e.occurred_at < d.sent_at + interval '30 days'
-   WHERE d.campaign_id = :campaign AND d.status = 'sent'
-)
-SELECT c.province, c.industry, c.lifecycle_stage, NULL AS tag, sum(audience), sum(attempted), sum(delivered),
-       sum(hard_bounces), sum(soft_bounces), sum(opens), sum(clicks), sum(unsubscribes), sum(reached),
-       sum(converted), sum(revenue)
-  FROM rc JOIN contacts c ON c.id = rc.contact_id
- GROUP BY GROUPING SETS ((), (c.province), (c.industry), (c.lifecycle_stage))
-UNION ALL
-SELECT NULL, NULL, NULL, coalesce(t.name, ''), sum(audience), sum(attempted), sum(delivered), sum(hard_bounces),
-       sum(soft_bounces), sum(opens), sum(clicks), sum(unsubscribes), sum(reached), sum(converted), sum(revenue)
-  FROM rc LEFT JOIN contact_tags ct ON ct.contact_id = rc.contact_id LEFT JOIN tags t ON t.id = ct.tag_id
- GROUP BY coalesce(t.name, '')
-UNION ALL
-SELECT step_id::text, channel, NULL, NULL, audience, attempted, delivered, hard_bounces, soft_bounces, opens, clicks,
-       unsubscribes, delivered, NULL, NULL
-  FROM m WHERE m.contact_id IS NULL
-UNION ALL
-SELECT step_id::text, channel, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       count(DISTINCT contact_id), sum(amount)
-  FROM message_conv GROUP BY GROUPING SETS ((step_id), (channel))
-UNION ALL
-SELECT NULL, channel, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(DISTINCT contact_id), NULL, NULL
-  FROM deliveries WHERE campaign_id = :campaign AND status = 'sent' GROUP BY channel
-"""
 
 
 def _best_of(runs: int, function) -> float:
