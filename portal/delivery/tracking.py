@@ -6,12 +6,12 @@ committed at once. On PostgreSQL that is ONE statement, sent in one round trip o
 in autocommit mode (`_TRACKED`: the insert and the ledger update as data-modifying CTEs, with
 `synchronous_commit` off for that statement's own transaction), from a pool of its own that
 does not ping a connection before each use (a connection the server dropped is replaced and
-the statement sent again, once): the open pixel and the click
-redirect answer at over half the rate of a bare Flask hello world
-(`tests/benchmarks/test_tracking_bench.py`). No buffer: an event is in the database before the
-answer leaves, so a crashing web worker cannot lose one, and there is no second place where
-events live. If event volume ever outgrows that, the table can be partitioned by month (see
-DESIGN.md) before buffering.
+the statement sent again, once). The web worker's own work per request is then small (its
+threads hold the GIL about a third of the time under load): what is left is PostgreSQL's
+answer time (`tests/benchmarks/test_tracking_bench.py` compares the endpoints with a Flask
+hello world). No buffer: an event is in the database before the answer leaves, so a crashing
+web worker cannot lose one, and there is no second place where events live. If event volume
+ever outgrows that, the table can be partitioned by month (see DESIGN.md) before buffering.
 
 Unsubscribing is idempotent: the first request sets `unsubscribed`, records an
 `unsubscribe` event and an audit entry; later ones change nothing.
@@ -62,16 +62,6 @@ def _record_event(contact_id: int, kind: str, properties: dict[str, Any], at: da
     )
 
 
-def _skip_wal_flush_wait() -> None:
-    """Opens and clicks do not wait for PostgreSQL's WAL flush (`synchronous_commit off` for
-    this transaction only): about 0.2 ms instead of 0.9 ms per request here. A crashing web
-    worker loses nothing (the commit has happened); only a crash of the database server
-    itself could lose the last fraction of a second of opens and clicks, never leaving the
-    database inconsistent. Unsubscribes keep the full guarantee."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-
-
 # Which columns of the delivery each kind of event sets the first time it happens.
 _FIRST_TIMES = {
     EventKind.EMAIL_OPEN: ("opened_at",),
@@ -98,9 +88,12 @@ def note_on_delivery(delivery_id: int | None, contact_id: int, kind: str, at: da
         )
 
 
-# An open or a click in one statement. `synchronous_commit` off for this statement's transaction
-# only (see _skip_wal_flush_wait); the ledger row is updated only while a first time is missing,
-# so a repeated open writes the event alone.
+# An open or a click in one statement. Opens and clicks do not wait for PostgreSQL's WAL flush
+# (`synchronous_commit` off for this statement's own transaction: ~0.15 ms instead of 1-7 ms
+# here): a crashing web worker loses nothing, the commit has happened; only a crash of the
+# database server itself could lose the last fraction of a second of opens and clicks, never
+# leaving the database inconsistent. Unsubscribes keep the full guarantee. The ledger row is
+# updated only while a first time is missing, so a repeated open writes the event alone.
 _TRACKED = text("""
 WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
 recorded AS (
@@ -163,7 +156,6 @@ def _record_tracked(recipient: Recipient, kind: str, properties: dict[str, Any])
                 # the statement sent once more. Nothing was written by the failed attempt.
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
-    _skip_wal_flush_wait()
     _record_event(recipient.contact_id, kind, properties, now)
     note_on_delivery(recipient.delivery_id, recipient.contact_id, kind, now)
     db.session.commit()
