@@ -89,8 +89,9 @@ def dashboard(actor: Any, params: dict[str, Any]) -> Dashboard:
     _need(actor, Permission.REPORTS_VIEW)
     filters = metrics.Filters.from_params(params)
     grouping = _grouping(params)
-    # Only what the page shows: the campaign and channel tables and the chosen grouping.
-    figures = metrics.compute(filters, ("campaign", "channel", str(grouping)))
+    # What the page shows: the campaign and channel tables and the chosen grouping; the other
+    # groupings are computed along when figures must be computed, for the next filter change.
+    figures = metrics.compute(filters, ("campaign", "channel", str(grouping)), metrics.CONTACT_DIMENSIONS)
     svgs = {key: charts.to_svg(chart, f"chart-{key}") for key, chart in charts.report_charts(figures).items()}
     return Dashboard(figures, svgs, str(grouping), campaign_choices())
 
