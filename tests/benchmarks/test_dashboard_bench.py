@@ -209,18 +209,17 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
         assert page.status_code == 200 and 'id="kpi-delivered"' in page.text and "数据截至" in page.text
         fragment = requests.get(f"{base}/reports/?grouping=tag", headers={**session, "HX-Request": "true"}, timeout=60)
         assert fragment.status_code == 200 and "<html" not in fragment.text and "高意向客户" in fragment.text
-        # The first computation in each web process (concurrent requests reach both), timed apart
-        # from the steady state that the load below measures.
-        urls = [("dashboard_page", "/reports/", {})] + [
-            (f"filter_change_{g}", f"/reports/?grouping={g}", {"HX-Request": "true"})
-            for g in ("industry", "province", "lifecycle", "tag")
-        ]
-        for name, path, headers in urls:
+
+        # Twenty managers at work: each load follows its own warm-up, which times the first
+        # computation in each web process (concurrent requests reach both) apart from the
+        # steady state. A rendering nobody asked for within half the age limit is made again by
+        # its next reader, as in the first one.
+        def first_in_each_process(name: str, path: str, headers: dict[str, str]) -> None:
             first = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 answers = list(
                     pool.map(
-                        lambda _n, p=path, h=headers: requests.get(f"{base}{p}", headers={**session, **h}, timeout=120),
+                        lambda _n: requests.get(f"{base}{path}", headers={**session, **headers}, timeout=120),
                         range(8),
                     )
                 )
@@ -228,7 +227,10 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
             report(f"{name}_first_in_each_process_ms", f"{(time.perf_counter() - first) * 1000:.0f}")
 
         hello_p95 = wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})["p95_ms"]
+        first_in_each_process("dashboard", "/reports/", {})
         dashboard_p95 = wrk(tmp_path, "dashboard", f"{base}/reports/", session)["p95_ms"]
+        for grouping in ("industry", "province", "lifecycle", "tag"):
+            first_in_each_process(f"filter_change_{grouping}", f"/reports/?grouping={grouping}", {"HX-Request": "true"})
         filter_p95 = wrk(
             tmp_path, "filter_change", f"{base}/reports/", {**session, "HX-Request": "true"}, CYCLE_GROUPINGS
         )["p95_ms"]
