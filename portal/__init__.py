@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     limiter.init_app(app)
+    _limit_only_where_declared(app)
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     _register_sessions_and_sso(app)
@@ -70,6 +71,16 @@ def select_locale() -> str:
         return session["locale"]
     best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
     return "en" if best == "en" else "zh_CN"
+
+
+def _limit_only_where_declared(app: Flask) -> None:
+    """The portal's rate limits are on the routes that need them (`@limiter.limit`), which check
+    their own; the limiter's check before every other request looks for application-wide
+    limits there are none of, and costs about as much as a whole hello-world request."""
+    if app.config.get("RATELIMIT_APPLICATION") or app.config.get("RATELIMIT_DEFAULT"):
+        return
+    hooks = app.before_request_funcs.get(None, [])
+    hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -1,20 +1,32 @@
-"""The header navigation, as data: each area adds its entry here.
+"""The header navigation, as data: each area adds its entry here; and pages kept rendered.
 
 An entry shows when its endpoint exists in this app and the user holds its permission;
-hiding is a convenience only, the routes check permissions themselves."""
+hiding is a convenience only, the routes check permissions themselves.
+
+A page that many people ask for over and over (the reports dashboard) can keep what it renders:
+`kept_rendering` keeps a rendering made with a stand-in for the CSRF token, and `with_csrf`
+puts the reader's own token in; `page_around` puts such a body into its page, whose frame (the
+header with the person's name, menu, unread count and language) is kept per person too, for a
+minute at most and only while everything it shows is unchanged."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import secrets
+from collections.abc import Callable, Hashable
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from flask import Flask
+from flask import Flask, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
 
 from portal import notify
 from portal.access import Permission
 from portal.labels import label
+from portal.recent import Recent
 
 
 class NavItem(NamedTuple):
@@ -52,3 +64,60 @@ def register(app: Flask) -> None:
             "current_locale": lambda: "zh_CN" if get_locale().language == "zh" else "en",
             "Permission": Permission,
         }
+
+
+# Stands for the reader's CSRF token in a kept rendering; each response gets its own token.
+_CSRF_PLACEHOLDER = f"csrf-{secrets.token_hex(16)}"
+# Where the body goes in a kept page frame.
+_BODY_PLACEHOLDER = f"body-{secrets.token_hex(16)}"
+FRAME_MAX_AGE = timedelta(minutes=1)
+_frames = Recent()
+
+
+def kept_rendering(
+    kept: Recent,
+    key: Hashable,
+    max_age: timedelta,
+    version: Hashable,
+    template: str,
+    context: Callable[[], dict[str, Any]],
+) -> str:
+    """`template` rendered with what `context()` gives, as `kept` holds it for `key` (made
+    again after `max_age` or when `version` changes), with a stand-in for the CSRF token."""
+
+    def render() -> str:
+        return render_template(template, **context(), csrf_token=lambda: _CSRF_PLACEHOLDER)
+
+    return kept.get(key, render, max_age, version)[1]
+
+
+def with_csrf(html: str) -> Markup:
+    """A kept rendering with the reader's own CSRF token in place of the stand-in."""
+    return Markup(html.replace(_CSRF_PLACEHOLDER, generate_csrf()))  # noqa: S704 - rendered by Jinja, escaped
+
+
+def page_around(template: str, body: Markup) -> str:
+    """`template` (a page showing `body` in its content block) for the signed-in reader: its
+    frame kept per everything the header shows, so that only the body is new work."""
+    if session.get("_flashes"):
+        return render_template(template, body=body)
+    key = (
+        template,
+        str(get_locale()),
+        current_user.id,
+        current_user.display_name,
+        current_user.permissions,
+        notify.unread_count(current_user.id),
+        request.full_path,
+        request.endpoint,
+    )
+
+    def frame() -> tuple[str, str]:
+        stand_in = Markup(_BODY_PLACEHOLDER)  # noqa: S704 - a constant of hex digits
+        html = render_template(template, body=stand_in, csrf_token=lambda: _CSRF_PLACEHOLDER)
+        before, _, after = html.partition(_BODY_PLACEHOLDER)
+        return before, after
+
+    before, after = _frames.get(key, frame, FRAME_MAX_AGE)[1]
+    token = generate_csrf()
+    return "".join((before.replace(_CSRF_PLACEHOLDER, token), str(body), after.replace(_CSRF_PLACEHOLDER, token)))

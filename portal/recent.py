@@ -51,6 +51,12 @@ class Recent:
         """Whether a value no older than `max_age` is kept for `key` (whatever its version)."""
         return self._usable(key, max_age) is not None
 
+    def has_young(self, key: Hashable, version: Hashable, max_age: timedelta) -> bool:
+        """Whether the value kept for `key` is of `version` and in the first half of `max_age`
+        (so that `get` would answer it without computing it again)."""
+        found = self._values.get(key)
+        return found is not None and found.version == version and datetime.now(UTC) - found.computed_at <= max_age / 2
+
     def get(
         self,
         key: Hashable,

@@ -19,10 +19,12 @@ from typing import Any
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import CallbackDict
 
-from portal.auth.models import WebSession
+from portal import notify
+from portal.auth.models import Role, User, WebSession, user_roles
 from portal.extensions import db
 from portal.models_base import utcnow
 
@@ -46,6 +48,7 @@ class ServerSession(CallbackDict, SessionMixin):
         session_id: str | None = None,
         created_at=None,
         last_seen_at=None,
+        user: Any = None,
     ):
         def on_update(_self):
             _self.modified = True
@@ -56,6 +59,9 @@ class ServerSession(CallbackDict, SessionMixin):
         self.last_seen_at = last_seen_at
         self.modified = False
         self.replaced_id: str | None = None
+        # The user read with the row: held for the request, so that the ORM's identity map
+        # (which holds its objects weakly) still has it when the user loader asks.
+        self.user = user
 
     def regenerate(self) -> None:
         """Give the session a new id (at sign-in), so that an id planted before sign-in is useless."""
@@ -85,11 +91,11 @@ class DatabaseSessionInterface(SessionInterface):
             # Never a signed-in session without a row: a user id here is ignored.
             data.pop("_user_id", None)
             return ServerSession(data)
-        row = db.session.get(WebSession, _hash(session_id))
+        row, user = _signed_in_row(_hash(session_id))
         now = utcnow()
         if row is None or self._expired(app, row, now):
             return ServerSession()
-        return ServerSession(dict(row.data), session_id, row.created_at, row.last_seen_at)
+        return ServerSession(dict(row.data), session_id, row.created_at, row.last_seen_at, user)
 
     @staticmethod
     def _expired(app: Flask, row: WebSession, now) -> bool:
@@ -104,23 +110,25 @@ class DatabaseSessionInterface(SessionInterface):
         path = self.get_cookie_path(app)
         now = utcnow()
         table = WebSession.__table__
+        if not session or not session.get("_user_id"):
+            ended = [i for i in (session.replaced_id, session.session_id) if i]
+            if ended:
+                with db.engine.begin() as connection:
+                    connection.execute(delete(table).where(table.c.id_hash.in_([_hash(i) for i in ended])))
+                session.session_id = None
+            self._save_anonymous(app, session, response)
+            return
+        touch = session.last_seen_at is None or now - session.last_seen_at > TOUCH_INTERVAL
+        if not (session.modified or touch or session.session_id is None):
+            return  # nothing to write: most requests take no connection here
+        values = {
+            "data": dict(session),
+            "user_id": int(session["_user_id"]),
+            "last_seen_at": now,
+        }
         with db.engine.begin() as connection:
             if session.replaced_id:
                 connection.execute(delete(table).where(table.c.id_hash == _hash(session.replaced_id)))
-            if not session or not session.get("_user_id"):
-                if session.session_id:
-                    connection.execute(delete(table).where(table.c.id_hash == _hash(session.session_id)))
-                    session.session_id = None
-                self._save_anonymous(app, session, response)
-                return
-            touch = session.last_seen_at is None or now - session.last_seen_at > TOUCH_INTERVAL
-            if not (session.modified or touch or session.session_id is None):
-                return
-            values = {
-                "data": dict(session),
-                "user_id": int(session["_user_id"]),
-                "last_seen_at": now,
-            }
             if session.session_id is None:
                 session.session_id = secrets.token_urlsafe(32)
                 connection.execute(insert(table).values(id_hash=_hash(session.session_id), created_at=now, **values))
@@ -155,6 +163,30 @@ class DatabaseSessionInterface(SessionInterface):
             # A browser-session cookie: the server decides when the session ends.
         )
         response.vary.add("Cookie")
+
+
+def _signed_in_row(id_hash: str) -> tuple[WebSession | None, User | None]:
+    """The session row, read in ONE round trip with what every signed-in page needs next: its
+    user with their roles (left in the ORM session's identity map, where the user loader's
+    `db.session.get` finds them without a query) and their unread notification count (kept
+    for the header by notify.remember_unread). Everything is read afresh on every request,
+    so a revoked session, a deactivated user or a changed role takes effect at once."""
+    unread = notify.unread_count_of(WebSession.user_id).label("unread")
+    query = (
+        select(WebSession, User, unread)
+        .outerjoin(User, User.id == WebSession.user_id)
+        .outerjoin(user_roles, user_roles.c.user_id == User.id)
+        .outerjoin(Role, Role.id == user_roles.c.role_id)
+        .options(contains_eager(User.roles))
+        .where(WebSession.id_hash == id_hash)
+    )
+    found = db.session.execute(query).unique().first()
+    if found is None:
+        return None, None
+    row, user, count = found
+    if user is not None:
+        notify.remember_unread(user.id, count)
+    return row, user
 
 
 def _request_cookies():

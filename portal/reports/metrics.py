@@ -877,42 +877,53 @@ def alerts(filters: Filters) -> list[Alert]:
 _computed = Recent()
 
 
-def kept(filters: Filters, dimensions: tuple[str, ...]) -> tuple[datetime, Metrics, dict[str, list[Metrics]]]:
+def kept(
+    filters: Filters, dimensions: tuple[str, ...], together: tuple[str, ...] = ()
+) -> tuple[datetime, Metrics, dict[str, list[Metrics]]]:
     """(as of, total, groups) like grouped(), each part kept for the others who ask within the
-    age limit (see _computed), so changing the grouping computes only the new one."""
+    age limit (see _computed), so changing the grouping computes only the new one. Parts that
+    must be computed (a first view, or kept ones past half the limit) are computed together,
+    once, with those of `together` (the other groupings a page offers: one statement costs
+    about what one part costs, and the next filter change then finds its part kept)."""
     as_of, generation = rollups.fresh_state()
     max_age = rollups.max_age()
     source_as_of = as_of if rollups_answer(filters) else None
+    names = ("total", *dimensions)
+    everything = tuple(dict.fromkeys((*names, *together)))
+
+    def compute_together(wanted: str) -> Any:
+        stale = [
+            name
+            for name in everything
+            if name == wanted or not _computed.has_young((filters, name), generation, max_age)
+        ]
+        total, found = _uncosted(filters, tuple(name for name in stale if name != "total"))
+        for name in stale:
+            if name != wanted:
+                _computed.put((filters, name), total if name == "total" else found[name], generation, source_as_of)
+        return total if wanted == "total" else found[wanted]
 
     # Parts nobody has yet (a first view) are computed together, once: one statement, not one
     # per part, and not one per reader arriving meanwhile.
-    names = ("total", *dimensions)
     if not all(_computed.has((filters, name), max_age) for name in names):
         with _computed.lock((filters, "first view")):
-            missing = [name for name in names if not _computed.has((filters, name), max_age)]
-            if missing:
-                total, found = _uncosted(filters, tuple(name for name in missing if name != "total"))
-                for name in missing:
-                    value = total if name == "total" else found[name]
-                    _computed.put((filters, name), value, generation, source_as_of)
+            if not all(_computed.has((filters, name), max_age) for name in names):
+                _computed.put((filters, "total"), compute_together("total"), generation, source_as_of)
 
-    def part(name: str) -> tuple[datetime, Any]:
-        def one() -> Any:
-            total, found = _uncosted(filters, () if name == "total" else (name,))
-            return total if name == "total" else found[name]
-
-        return _computed.get((filters, name), one, max_age, generation, source_as_of)
-
-    parts = {name: part(name) for name in ("total", *dimensions)}
+    parts = {
+        name: _computed.get((filters, name), lambda n=name: compute_together(n), max_age, generation, source_as_of)
+        for name in names
+    }
     # Copies: costs are added to them, and the kept figures serve other requests.
     found = {name: copy.deepcopy(parts[name][1]) for name in dimensions}
     return min(at for at, _value in parts.values()), *_finished(copy.deepcopy(parts["total"][1]), found, filters)
 
 
-def compute(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS) -> Figures:
-    """The figures for `filters`: totals, the groups of `dimensions` only, time series, goals
-    and alerts, one statement at a time on the request's own connection."""
-    as_of, total, groups = kept(filters, dimensions)
+def compute(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS, together: tuple[str, ...] = ()) -> Figures:
+    """The figures for `filters`: totals, the groups of `dimensions` only (computed along with
+    those of `together` when they must be computed, see kept()), time series, goals and
+    alerts, one statement at a time on the request's own connection."""
+    as_of, total, groups = kept(filters, dimensions, together)
     rollups_as_of, generation = rollups.fresh_state()
     series_as_of, series_ = _computed.get(
         (filters, "series"),

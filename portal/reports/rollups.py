@@ -373,19 +373,30 @@ def max_age() -> timedelta:
 
 
 def fresh_state() -> tuple[datetime | None, str]:
-    """(as of, generation) of the rollups, refreshing them first when they are older than the
-    setting allows. A reader refreshes at most a few batches itself; a bigger backlog is the
-    periodic job's, and the page then says how old the figures are."""
+    """(as of, generation) of the rollups, refreshing them first when they are past half the
+    age the setting allows: figures computed from them are kept for other readers for at most
+    the other half (portal.recent), so no page shows figures older than the setting. A reader
+    refreshes at most a few batches itself; a bigger backlog is the periodic job's, and the
+    page then says how old the figures are."""
     state = db.session.execute(
         select(ReportRollupState.refreshed_at, ReportRollupState.generation).where(ReportRollupState.id == STATE_ID)
     ).first()
-    if state is None or utcnow() - state.refreshed_at > max_age():
+    if state is None or utcnow() - state.refreshed_at > max_age() / 2:
         db.session.commit()  # the refresh commits per batch; start it on a clean transaction
         refresh(max_contacts=5 * BATCH_CONTACTS)
         state = db.session.execute(
             select(ReportRollupState.refreshed_at, ReportRollupState.generation).where(ReportRollupState.id == STATE_ID)
         ).first()
     return (state.refreshed_at, state.generation) if state is not None else (None, "")
+
+
+def figures_changed() -> None:
+    """Give figures computed from the rollups a new generation (in the caller's transaction):
+    something they are shown with changed (a cost entered), so pages kept rendered with them
+    are made again."""
+    state = db.session.get(ReportRollupState, STATE_ID)
+    if state is not None:
+        state.generation = uuid.uuid4().hex
 
 
 def rebuild() -> int:

@@ -26,7 +26,7 @@ from portal.campaigns.models import Campaign
 from portal.extensions import db
 from portal.models_base import utcnow
 from portal.queue import REPORTS_QUEUE, JobRun, enqueue
-from portal.reports import charts, metrics
+from portal.reports import charts, metrics, rollups
 from portal.reports.models import CampaignCost, Report, ReportKind, ReportSchedule, ReportStatus
 
 DOWNLOAD_TYPES = {
@@ -75,15 +75,33 @@ def campaign_choices() -> list[Any]:
     return list(db.session.execute(select(Campaign.id, Campaign.name).order_by(Campaign.name)))
 
 
+def _grouping(params: dict[str, Any]) -> str:
+    grouping = params.get("grouping")
+    return str(grouping) if grouping in metrics.CONTACT_DIMENSIONS else "province"
+
+
 def dashboard(actor: Any, params: dict[str, Any]) -> Dashboard:
     """The dashboard's figures for the filters in `params` (campaign_ids, dates, grouping...)."""
     _need(actor, Permission.REPORTS_VIEW)
     filters = metrics.Filters.from_params(params)
-    grouping = params.get("grouping") if params.get("grouping") in metrics.CONTACT_DIMENSIONS else "province"
-    # Only what the page shows: the campaign and channel tables and the chosen grouping.
-    figures = metrics.compute(filters, ("campaign", "channel", str(grouping)))
+    grouping = _grouping(params)
+    # What the page shows: the campaign and channel tables and the chosen grouping; the other
+    # groupings are computed along when figures must be computed, for the next filter change.
+    figures = metrics.compute(filters, ("campaign", "channel", str(grouping)), metrics.CONTACT_DIMENSIONS)
     svgs = {key: charts.to_svg(chart, f"chart-{key}") for key, chart in charts.report_charts(figures).items()}
     return Dashboard(figures, svgs, str(grouping), campaign_choices())
+
+
+def dashboard_version(actor: Any, params: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+    """(what decides the dashboard's figures for `params`: the filters and the grouping; the
+    generation of the figures), so that a page rendered once can be shown again to others
+    asking the same until the generation moves on. Brings the rollups up to date first when
+    they are near the age limit."""
+    _need(actor, Permission.REPORTS_VIEW)
+    filters = metrics.Filters.from_params(params)
+    grouping = _grouping(params)
+    _as_of, generation = rollups.fresh_state()
+    return (filters, grouping), generation
 
 
 def tracking(actor: Any, params: dict[str, Any], sort: str = "name", descending: bool = False) -> list[metrics.Metrics]:
@@ -286,6 +304,7 @@ def add_cost(actor: Any, campaign_id: int, values: dict[str, Any]) -> CampaignCo
     )
     db.session.add(entry)
     db.session.flush()
+    rollups.figures_changed()  # the dashboards kept rendered show the cost per acquisition
     audit.record(
         actor,
         "campaign.cost_entered",

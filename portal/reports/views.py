@@ -4,14 +4,17 @@ and downloads, cost entries, monthly schedules and the backup export."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from portal import navigation
 from portal.access import Permission, require, require_any
 from portal.errors import render_refusal
-from portal.htmx import page_or_fragment, redirect_after_post
-from portal.reports import formatting, metrics, service
+from portal.htmx import is_htmx, page_or_fragment, redirect_after_post
+from portal.recent import Recent
+from portal.reports import formatting, metrics, rollups, service
 from portal.reports.forms import CostForm, ScheduleForm
 from portal.reports.models import ReportKind
 from portal.storage import attachment
@@ -56,18 +59,37 @@ def refused(_error):
     return render_refusal()
 
 
+# The dashboard as rendered, for everyone asking the same filters in the same language with the
+# same export permission (the only one that changes it): twenty managers on one dashboard cost
+# one rendering per period, not one per view; the page around it is each person's own
+# (navigation.page_around). A rendering is kept for half the figures' age limit, and the figures
+# it shows were no older than the other half when it was made (rollups.fresh_state), so nobody
+# sees figures older than the setting allows; a new generation of the figures (new results, a
+# cost entered) makes it again.
+_rendered = Recent()
+
+
 @bp.get("/")
 @require(Permission.REPORTS_VIEW)
 def index():
-    view = service.dashboard(_actor(), _filter_params())
-    return page_or_fragment(
-        "reports/index.html",
-        "reports/_dashboard.html",
-        view=view,
-        fm=formatting,
-        conversion_kinds=metrics.CONVERSION_KINDS,
-        contact_dimensions=metrics.CONTACT_DIMENSIONS,
+    params = _filter_params()
+    asked, generation = service.dashboard_version(_actor(), params)
+    fragment = is_htmx()
+    body = navigation.kept_rendering(
+        _rendered,
+        (asked, str(get_locale()), current_user.can(Permission.REPORTS_EXPORT), fragment),
+        rollups.max_age() / 2,
+        generation,
+        "reports/_dashboard.html" if fragment else "reports/_index_body.html",
+        lambda: {
+            "view": service.dashboard(_actor(), params),
+            "fm": formatting,
+            "conversion_kinds": metrics.CONVERSION_KINDS,
+            "contact_dimensions": metrics.CONTACT_DIMENSIONS,
+        },
     )
+    html = navigation.with_csrf(body)
+    return html if fragment else navigation.page_around("reports/index.html", html)
 
 
 @bp.get("/tracking")

@@ -14,37 +14,24 @@ writer's side, the refresh on the job's side). BENCH_WRK_SECONDS sets each load'
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from sqlalchemy import text
 
 from tests.benchmarks.conftest import ROWS, report
-from tests.benchmarks.test_report_bench import _generate
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.benchmarks.load import gunicorn, load_average, wrk
+from tests.benchmarks.test_report_bench import HAND_WRITTEN, _generate
+from tests.conftest import free_port
 
-WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "15"))
 CONTACTS = 1_000_200
 RESULTS_MEASURED = 1000
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 OPEN = text("UPDATE deliveries SET opened_at = now() WHERE id = :id AND opened_at IS NULL")
 
-DONE_HOOK = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("WRK requests=%d p50_ms=%.2f p95_ms=%.2f errors=%d\\n", summary.requests,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
 # A filter change: the htmx request the grouping select sends, a different grouping each time.
 CYCLE_GROUPINGS = """
 local groupings = {"industry", "province", "lifecycle", "tag"}
@@ -54,34 +41,6 @@ request = function()
   return wrk.format("GET", "/reports/?grouping=" .. groupings[n % 4 + 1])
 end
 """
-
-
-def _wrk(tmp_path: Path, name: str, url: str, headers: dict[str, str], script: str = "") -> tuple[float, float]:
-    lua = tmp_path / f"{name}.lua"
-    lua.write_text(script + DONE_HOOK)
-    args = ["wrk", "-t2", "-c20", f"-d{WRK_SECONDS}s", "--timeout", "30s", "-s", str(lua), url]
-    for key, value in headers.items():
-        args[1:1] = ["-H", f"{key}: {value}"]
-    output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    found = dict(re.findall(r"(\w+)=([\d.]+)", output.split("WRK", 1)[1]))
-    assert int(found["errors"]) == 0, output
-    report(f"{name}_requests", found["requests"])
-    report(f"{name}_p50_ms", found["p50_ms"])
-    report(f"{name}_p95_ms", found["p95_ms"])
-    return float(found["p50_ms"]), float(found["p95_ms"])
-
-
-def _gunicorn(app_name: str, port: int, env: dict[str, str], log) -> subprocess.Popen:
-    """The README's settings: 2 workers x 4 threads."""
-    process = subprocess.Popen(
-        [GUNICORN, "-w", "2", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}", app_name],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, timeout=30)
-    return process
 
 
 def _signed_in_cookie(user_id: int) -> str:
@@ -121,67 +80,6 @@ def _add_contacts(count: int, prefix: str) -> None:
         {"count": count, "prefix": prefix},
     )
     db.session.commit()
-
-
-# SQL written by hand for the same figures, each part read once: the campaign's totals; per
-# province, industry, lifecycle stage and tag; per step and channel, with each channel's
-# contacts counted once and conversions within 30 days after each message.
-HAND_WRITTEN = """
-WITH m AS (
-  SELECT d.campaign_id, d.contact_id, d.step_id, d.channel,
-         count(*) FILTER (WHERE d.status <> 'excluded') AS audience,
-         count(*) FILTER (WHERE d.status IN ('sent', 'bounced', 'failed')) AS attempted,
-         count(*) FILTER (WHERE d.status = 'sent') AS delivered,
-         count(*) FILTER (WHERE d.status = 'bounced') AS hard_bounces,
-         count(*) FILTER (WHERE d.status = 'failed' AND d.reason = 'soft_bounce') AS soft_bounces,
-         count(*) FILTER (WHERE d.status = 'sent' AND d.opened_at IS NOT NULL) AS opens,
-         count(*) FILTER (WHERE d.status = 'sent' AND d.clicked_at IS NOT NULL) AS clicks,
-         count(*) FILTER (WHERE d.unsubscribed_at IS NOT NULL) AS unsubscribes,
-         min(d.sent_at) FILTER (WHERE d.status = 'sent') AS first_sent,
-         max(d.sent_at) FILTER (WHERE d.status = 'sent') AS last_sent
-    FROM deliveries d WHERE d.campaign_id = :campaign
-   GROUP BY GROUPING SETS ((d.campaign_id, d.contact_id), (d.step_id), (d.channel))
-), pair AS (
-  SELECT m.*, (m.delivered > 0)::int AS reached FROM m WHERE m.contact_id IS NOT NULL
-), purchases AS (
-  SELECT id, contact_id, occurred_at, coalesce((properties ->> 'amount')::float, 0) AS amount
-    FROM contact_events WHERE kind = 'purchase'
-), conv AS (
-  SELECT p.campaign_id, p.contact_id, sum(e.amount) AS revenue
-    FROM pair p JOIN purchases e ON e.contact_id = p.contact_id
-     AND e.occurred_at >= p.first_sent AND e.occurred_at < p.last_sent + interval '30 days'
-   GROUP BY p.campaign_id, p.contact_id
-), rc AS (
-  SELECT p.*, (conv.contact_id IS NOT NULL)::int AS converted, coalesce(conv.revenue, 0) AS revenue
-    FROM pair p LEFT JOIN conv ON conv.campaign_id = p.campaign_id AND conv.contact_id = p.contact_id
-), message_conv AS (
-  SELECT DISTINCT d.step_id, d.channel, d.contact_id, e.id, e.amount
-    FROM deliveries d JOIN purchases e ON e.contact_id = d.contact_id
-     AND e.occurred_at >= d.sent_at AND e.occurred_at < d.sent_at + interval '30 days'
-   WHERE d.campaign_id = :campaign AND d.status = 'sent'
-)
-SELECT c.province, c.industry, c.lifecycle_stage, NULL AS tag, sum(audience), sum(attempted), sum(delivered),
-       sum(hard_bounces), sum(soft_bounces), sum(opens), sum(clicks), sum(unsubscribes), sum(reached),
-       sum(converted), sum(revenue)
-  FROM rc JOIN contacts c ON c.id = rc.contact_id
- GROUP BY GROUPING SETS ((), (c.province), (c.industry), (c.lifecycle_stage))
-UNION ALL
-SELECT NULL, NULL, NULL, coalesce(t.name, ''), sum(audience), sum(attempted), sum(delivered), sum(hard_bounces),
-       sum(soft_bounces), sum(opens), sum(clicks), sum(unsubscribes), sum(reached), sum(converted), sum(revenue)
-  FROM rc LEFT JOIN contact_tags ct ON ct.contact_id = rc.contact_id LEFT JOIN tags t ON t.id = ct.tag_id
- GROUP BY coalesce(t.name, '')
-UNION ALL
-SELECT step_id::text, channel, NULL, NULL, audience, attempted, delivered, hard_bounces, soft_bounces, opens, clicks,
-       unsubscribes, delivered, NULL, NULL
-  FROM m WHERE m.contact_id IS NULL
-UNION ALL
-SELECT step_id::text, channel, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       count(DISTINCT contact_id), sum(amount)
-  FROM message_conv GROUP BY GROUPING SETS ((step_id), (channel))
-UNION ALL
-SELECT NULL, channel, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(DISTINCT contact_id), NULL, NULL
-  FROM deliveries WHERE campaign_id = :campaign AND status = 'sent' GROUP BY channel
-"""
 
 
 def _best_of(runs: int, function) -> float:
@@ -262,14 +160,15 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
     env = {**worker_env, "REPORT_ROLLUP_MAX_AGE_SECONDS": "60"}
     port, hello_port = free_port(), free_port()
     log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    portal_server = _gunicorn("wsgi:app", port, env, log)
-    hello_server = _gunicorn("tests.benchmarks.hello_app:app", hello_port, env, log)
+    portal_server = gunicorn("wsgi:app", port, env, log)
+    hello_server = gunicorn("tests.benchmarks.hello_app:app", hello_port, env, log)
     base, session = f"http://127.0.0.1:{port}", {"Cookie": f"session={cookie}"}
     try:
         home = requests.get(f"{base}/", headers=session, timeout=60)
         assert home.status_code == 200 and 'id="kpi-contacts">1000<' in home.text
-        _wrk(tmp_path, "hello_world_before", f"http://127.0.0.1:{hello_port}/", {})
-        _wrk(tmp_path, "home_1000_contacts", f"{base}/", session)
+        report("load_average_before", load_average())
+        wrk(tmp_path, "hello_world_before", f"http://127.0.0.1:{hello_port}/", {})
+        wrk(tmp_path, "home_1000_contacts", f"{base}/", session)
 
         campaign_id = _generate(app, make_user)
         with app.app_context():
@@ -311,12 +210,32 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
         fragment = requests.get(f"{base}/reports/?grouping=tag", headers={**session, "HX-Request": "true"}, timeout=60)
         assert fragment.status_code == 200 and "<html" not in fragment.text and "高意向客户" in fragment.text
 
-        _, hello_p95 = _wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})
-        _, dashboard_p95 = _wrk(tmp_path, "dashboard", f"{base}/reports/", session)
-        _, filter_p95 = _wrk(
+        # Twenty managers at work: each load follows its own warm-up, which times the first
+        # computation in each web process (concurrent requests reach both) apart from the
+        # steady state. A rendering nobody asked for within half the age limit is made again by
+        # its next reader, as in the first one.
+        def first_in_each_process(name: str, path: str, headers: dict[str, str]) -> None:
+            first = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _n: requests.get(f"{base}{path}", headers={**session, **headers}, timeout=120),
+                        range(8),
+                    )
+                )
+            assert all(answer.status_code == 200 for answer in answers)
+            report(f"{name}_first_in_each_process_ms", f"{(time.perf_counter() - first) * 1000:.0f}")
+
+        hello_p95 = wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})["p95_ms"]
+        first_in_each_process("dashboard", "/reports/", {})
+        dashboard_p95 = wrk(tmp_path, "dashboard", f"{base}/reports/", session)["p95_ms"]
+        for grouping in ("industry", "province", "lifecycle", "tag"):
+            first_in_each_process(f"filter_change_{grouping}", f"/reports/?grouping={grouping}", {"HX-Request": "true"})
+        filter_p95 = wrk(
             tmp_path, "filter_change", f"{base}/reports/", {**session, "HX-Request": "true"}, CYCLE_GROUPINGS
-        )
-        _wrk(tmp_path, "home_1000200_contacts", f"{base}/", session)
+        )["p95_ms"]
+        wrk(tmp_path, "home_1000200_contacts", f"{base}/", session)
+        report("load_average_after", load_average())
         report("dashboard_p95_ratio", f"{dashboard_p95 / hello_p95:.2f}")
         report("filter_change_p95_ratio", f"{filter_p95 / hello_p95:.2f}")
         report("p95_goal_ratio", 3)

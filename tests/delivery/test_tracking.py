@@ -183,3 +183,28 @@ def test_bad_unsubscribe_token_is_a_404(client, make_contact, tokens):
     token = tokens.open_token(3, make_contact())  # right shape, wrong purpose
     assert client.get(f"/u/{token}").status_code == 404
     assert client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+
+
+def test_an_open_is_recorded_after_the_database_dropped_the_tracking_connections(app, client, make_contact, tokens):
+    """Tracking statements use a pool that does not ping first: a connection the server has
+    dropped (a restart) is replaced and the statement sent again, nothing lost."""
+    import pytest
+    from sqlalchemy import text
+
+    from portal.extensions import db
+
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("the one-statement tracking path and its own pool are PostgreSQL's")
+    contact_id = make_contact()
+    assert client.get(f"/t/o/{tokens.open_token(1, contact_id)}.gif").status_code == 200
+    with app.app_context():
+        dropped = db.session.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        db.session.remove()
+    assert dropped >= 1
+    assert client.get(f"/t/o/{tokens.open_token(2, contact_id)}.gif").status_code == 200
+    assert [e.properties["delivery_id"] for e in events(app, "email_open")] == [1, 2]

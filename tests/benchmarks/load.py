@@ -1,0 +1,88 @@
+"""Load from `wrk` (a C load generator, so that the client is not the limit) against servers run
+the README's way: gunicorn, 2 workers x 4 threads (gthread). The figures come from a small Lua
+done() hook: requests answered, the run's length, p50/p95/p99 latency and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.benchmarks.conftest import report
+from tests.conftest import ROOT, wait_for_port
+
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "15"))
+CONNECTIONS = 20
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+
+DONE_HOOK = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK requests=%d seconds=%.3f p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f errors=%d\\n",
+    summary.requests, summary.duration / 1000000, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+# Requests from a file of paths, one a line (signed tracking tokens cannot be made in Lua); each
+# of wrk's threads starts at its own place in the list, so that no two ask for the same path at
+# the same moment, as two readers of one email never do.
+PATHS_FROM_FILE = """
+local paths = {}
+local n = 0
+local threads = 0
+setup = function(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  n = id * math.floor(#paths / 2)
+end
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n - 1) % #paths + 1])
+end
+"""
+
+
+def wrk(
+    tmp_path: Path, name: str, url: str, headers: dict[str, str], script: str = "", args: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Run wrk for WRK_SECONDS with 20 connections; report and return its figures."""
+    lua = tmp_path / f"{name}.lua"
+    lua.write_text(script + DONE_HOOK)
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{WRK_SECONDS}s", "--timeout", "30s", "-s", str(lua)]
+    for key, value in headers.items():
+        command += ["-H", f"{key}: {value}"]
+    command += [url, "--", *args] if args else [url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", output.split("WRK", 1)[1])}
+    assert found["errors"] == 0, output
+    found["requests_per_s"] = found["requests"] / found["seconds"]
+    report(f"{name}_requests", int(found["requests"]))
+    report(f"{name}_requests_per_s", f"{found['requests_per_s']:.0f}")
+    for percentile in ("p50", "p95", "p99"):
+        report(f"{name}_{percentile}_ms", f"{found[f'{percentile}_ms']:.2f}")
+    return found
+
+
+def gunicorn(app_name: str, port: int, env: dict[str, str], log) -> subprocess.Popen:
+    """The README's settings: 2 workers x 4 threads. The app is imported before the workers fork
+    (--preload), so that both serve from the first request: on a busy machine a worker still
+    importing the portal would otherwise leave the other one alone with the first seconds' load."""
+    process = subprocess.Popen(
+        [GUNICORN, "-w", "2", "-k", "gthread", "--threads", "4", "--preload", "-b", f"127.0.0.1:{port}", app_name],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, timeout=30)
+    return process
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average: these machines are shared, figures vary with it."""
+    return f"{os.getloadavg()[0]:.2f}"
