@@ -7,6 +7,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -17,6 +18,7 @@ from portal.auth.models import User
 from portal.auth.sessions import end_sessions_of
 from portal.extensions import db
 from portal.models_base import utcnow
+from portal.refusals import Refusal
 
 MIN_PASSWORD_LENGTH = 12
 # The break-glass account is locked after this many wrong passwords in a row, for this long
@@ -340,21 +342,26 @@ def lift_lockout(actor: User, user_id: int) -> None:
     db.session.commit()
 
 
-class PasswordRejected(Exception):
-    pass
+class PasswordRejected(Refusal):
+    messages = {
+        "sso_account": _l("This account signs in through SSO."),
+        "wrong_current": _l("The current password is wrong."),
+        "too_short": _l("Use at least %(length)s characters."),
+        "unchanged": _l("The new password must differ from the current one."),
+    }
 
 
 def change_local_password(user: User, current: str, new: str, keep_session_id: str | None = None) -> None:
     """Replace the break-glass password; every other session of the account ends (a stolen
     session must not survive the password change), the one `keep_session_id` names goes on."""
     if not user.is_local or not user.password_hash:
-        raise PasswordRejected("This account signs in through SSO.")
+        raise PasswordRejected("sso_account")
     if not check_password_hash(user.password_hash, current):
-        raise PasswordRejected("The current password is wrong.")
+        raise PasswordRejected("wrong_current")
     if len(new) < MIN_PASSWORD_LENGTH:
-        raise PasswordRejected(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+        raise PasswordRejected("too_short", length=MIN_PASSWORD_LENGTH)
     if new == current:
-        raise PasswordRejected("The new password must differ from the current one.")
+        raise PasswordRejected("unchanged")
     user.password_hash = generate_password_hash(new, method=PASSWORD_METHOD)
     user.must_change_password = False
     ended = end_sessions_of(user.id, except_session_id=keep_session_id)

@@ -16,6 +16,7 @@ from portal import audit
 from portal.access import Permission
 from portal.audience import normalise
 from portal.audience.segments import segment_query
+from portal.campaigns.canvas import step_numbers
 from portal.campaigns.models import Campaign, CampaignStatus, CampaignStep, StepKind, TestAddress, TestSend
 from portal.campaigns.service import CampaignError, get, in_flow_order, validate, versions_to_test
 from portal.extensions import db
@@ -54,13 +55,13 @@ def add_test_address(actor: Any, raw: str) -> TestAddress:
         if "@" in raw:
             address = normalise.email(raw)
             if not address or address.rsplit("@", 1)[1] not in company_domains():
-                raise CampaignError(f"Test addresses must be at a company domain: {', '.join(company_domains())}")
+                raise CampaignError("test_address_domain", domains=", ".join(company_domains()))
         else:
             address = normalise.mobile(raw)
             if not address or not _company_mobile(address):
-                raise CampaignError("Test mobile numbers must be company numbers (COMPANY_TEST_MOBILES).")
+                raise CampaignError("test_mobile_not_company")
     except normalise.InvalidValue as exc:
-        raise CampaignError(str(exc)) from exc
+        raise CampaignError("invalid_test_address", value=raw) from exc
     row = db.session.scalar(select(TestAddress).where(TestAddress.user_id == actor.id, TestAddress.value == address))
     if row is None:
         row = TestAddress(user_id=actor.id, value=address)
@@ -73,7 +74,7 @@ def add_test_address(actor: Any, raw: str) -> TestAddress:
 def remove_test_address(actor: Any, address_id: int) -> None:
     row = db.session.get(TestAddress, address_id)
     if row is None or row.user_id != actor.id:
-        raise CampaignError("No such test address.")
+        raise CampaignError("no_such_test_address")
     audit.record(actor, "test_address.removed", f"user:{actor.id}", {"address": row.value})
     db.session.delete(row)
     db.session.commit()
@@ -87,24 +88,25 @@ def start_test_send(actor: Any, campaign_id: int, step_ids: list[int], contact_i
     """Queue test messages of the chosen message steps to each of the actor's test addresses;
     a worker sends them through the real channel."""
     if not actor.can(Permission.CAMPAIGN_TEST_SEND):
-        raise CampaignError("You may not make test sends.")
+        raise CampaignError("may_not_test_send")
     campaign = get(campaign_id)
     addresses = test_addresses(actor.id)
     if not addresses:
-        raise CampaignError("Add a test address first.")
+        raise CampaignError("no_test_address")
     steps = [s for s in campaign.steps if s.id in set(step_ids) and s.kind == StepKind.MESSAGE]
     if not steps:
-        raise CampaignError("Choose at least one message step.")
+        raise CampaignError("choose_message_step")
     rows = []
+    numbers = step_numbers(campaign)
     for step in steps:
         if step.content_version_id is None:
-            raise CampaignError(f"Step #{step.id} has no content.")
+            raise CampaignError("step_without_content", number=numbers.get(step.id, 0))
         # Emails go to test email addresses; SMS and WeCom messages to test mobiles.
         wants_email = (step.channel or "email") == "email"
         recipients = [a.value for a in addresses if ("@" in a.value) == wants_email]
         if not recipients:
-            kind = "email address" if wants_email else "mobile number"
-            raise CampaignError(f"Step #{step.id}: add a test {kind} first.")
+            code = "needs_test_email" if wants_email else "needs_test_mobile"
+            raise CampaignError(code, number=numbers.get(step.id, 0))
         rows += [
             TestSend(
                 campaign_id=campaign.id,
@@ -275,17 +277,18 @@ def _percent(name: str, raw: str) -> float | None:
 def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resuming: bool = False) -> Campaign:
     """Schedule a draft or paused campaign when nothing is missing; not committed."""
     if not actor.can(Permission.CAMPAIGN_PUBLISH):
-        raise CampaignError("Publishing needs the campaign.publish permission.")
+        raise CampaignError("may_not_publish")
     campaign = get(campaign_id)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
-        raise CampaignError("Only a draft or paused campaign can be published.")
+        raise CampaignError("not_publishable")
     if not resuming and campaign.status == CampaignStatus.PAUSED:
         # A paused campaign is resumed (its own action and audit event), never published again.
         raise ResumeRefused("use_resume")
-    reasons = [p.message for p in validate(campaign.id)]
-    reasons += [f"Step #{s.id} needs a successful test send of its current content." for s in untested_steps(campaign)]
-    if reasons:
-        raise CampaignError(" ".join(reasons))
+    problems = [p.message for p in validate(campaign.id)]
+    numbers = step_numbers(campaign)
+    untested = [numbers.get(s.id, 0) for s in untested_steps(campaign)]
+    if problems or untested:
+        raise CampaignError("not_ready", problems=problems, untested=untested)
     now = utcnow()
     if start_at is None and not resuming:
         start_at = campaign.scheduled_at  # the start planned while configuring
@@ -299,7 +302,7 @@ def _through_gate(actor: Any, campaign_id: int, start_at: datetime | None, resum
     ).rowcount
     if not changed:
         db.session.rollback()
-        raise CampaignError("The campaign was published already.")
+        raise CampaignError("published_already")
     db.session.refresh(campaign)
     return campaign
 
@@ -323,9 +326,9 @@ TRANSITIONS = {
 def change_status(actor: Any, campaign_id: int, action: str) -> Campaign:
     """Pause or cancel (resuming a paused campaign goes through the publish gate again)."""
     if action not in TRANSITIONS:
-        raise CampaignError("Unknown action.")
+        raise CampaignError("unknown_status_action")
     if not actor.can(Permission.CAMPAIGN_EXECUTE):
-        raise CampaignError("You may not run campaigns.")
+        raise CampaignError("may_not_run")
     campaign = get(campaign_id)
     sources, target = TRANSITIONS[action]
     if campaign.status not in sources:

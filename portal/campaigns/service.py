@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
 
@@ -76,7 +77,34 @@ class CampaignError(Refusal, ValueError):
         "throttle_too_low": _l("The throttle must allow at least one message a minute."),
         "unknown_entry": _l("Choose who enters the campaign."),
         "no_newer_version": _l("There is no newer approved version."),
+        "test_address_domain": _l("Test addresses must be at a company domain: %(domains)s."),
+        "test_mobile_not_company": _l("Test mobile numbers must be company numbers."),
+        "invalid_test_address": _l("“%(value)s” is neither a valid email address nor a valid mobile number."),
+        "no_such_test_address": _l("No such test address."),
+        "may_not_test_send": _l("You may not make test sends."),
+        "no_test_address": _l("Add a test address first."),
+        "choose_message_step": _l("Choose at least one message step."),
+        "step_without_content": _l("Step %(number)s has no content."),
+        "needs_test_email": _l("Step %(number)s: add a test email address first."),
+        "needs_test_mobile": _l("Step %(number)s: add a test mobile number first."),
+        "may_not_publish": _l("You may not publish campaigns."),
+        "not_publishable": _l("Only a draft or paused campaign can be published."),
+        "not_ready": _l("It cannot be published yet: %(problems)s"),
+        "published_already": _l("The campaign was published already."),
+        "unknown_status_action": _l("Unknown action."),
+        "may_not_run": _l("You may not run campaigns."),
     }
+
+    def sentence_params(self) -> dict[str, Any]:
+        if self.code != "not_ready":
+            return self.params
+        # Each problem is a message id marked with N_ (see `validate`), translated as shown.
+        sentences = [gettext(p) for p in self.params.get("problems", [])]
+        sentences += [
+            gettext("Step %(number)s needs a successful test send of its current content.", number=n)
+            for n in self.params.get("untested", [])
+        ]
+        return {"problems": " ".join(sentences)}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def test_first_local_sign_in_forces_a_password_change(app, client):
     assert short.status_code == 422
     same = client.post("/auth/password", data={"current": password, "new": password, "confirm": password})
     assert same.status_code == 422
+    assert "新密码不能与当前密码相同。" in same.get_data(as_text=True)
     new = "a-much-longer-passphrase"
     done = client.post("/auth/password", data={"current": password, "new": new, "confirm": new})
     assert done.status_code == 303
