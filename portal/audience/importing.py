@@ -80,17 +80,8 @@ ATTRIBUTE_LIMIT = 1000
 # and the shortest limit among them (company size, 32): a row with no longer cell skips the
 # check. Normalising only lengthens a province, by at most 6 characters (新疆 -> 新疆维吾尔自治区),
 # far within its 50.
-_TEXT_FIELDS = (
-    "name",
-    "company",
-    "industry",
-    "province",
-    "city",
-    "company_size",
-    "wecom_external_userid",
-    "wecom_owner_userid",
-)
-_SHORTEST_LIMIT = min(FIELD_LIMITS[name] for name in _TEXT_FIELDS)
+TEXT_FIELDS = tuple(f for f in CONTACT_FIELDS if f not in ("email", "mobile"))
+_SHORTEST_LIMIT = min(FIELD_LIMITS[name] for name in TEXT_FIELDS)
 _TAG_SEPARATORS = re.compile(r"[,，;；、]")
 TAG_LIMIT = 100
 # Control characters other than tab and line breaks: invisible, and an XLSX cannot hold them.
@@ -419,7 +410,7 @@ def _parse(row: _Row, plan: list[tuple[int, str, str]], width: int) -> str | Non
     if "city" in fields:
         cleaned["city"] = normalise.city(fields["city"], cleaned.get("province") or "")
     if max(map(len, cells), default=0) > _SHORTEST_LIMIT:
-        for key in _TEXT_FIELDS:
+        for key in TEXT_FIELDS:
             value = cleaned.get(key)
             if value and len(value) > FIELD_LIMITS[key]:
                 problems.append(problem("too_long", field=key, limit=FIELD_LIMITS[key], length=len(value)))

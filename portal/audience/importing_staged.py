@@ -31,6 +31,7 @@ from portal.audience.importing import (
     BATCH_SIZE,
     MOBILE_TAKEN,
     SUPPRESSED,
+    TEXT_FIELDS,
     _import_batch,
     _Outcome,
     _parse,
@@ -47,16 +48,6 @@ from portal.audience.normalise import PROVINCES
 from portal.extensions import db
 from portal.models_base import utcnow
 
-TEXT_FIELDS = (
-    "name",
-    "company",
-    "industry",
-    "province",
-    "city",
-    "company_size",
-    "wecom_external_userid",
-    "wecom_owner_userid",
-)
 CONSENT_CHANNELS = ("email", "sms", "wecom")
 # Cells of one row travel as one column, joined by the ASCII unit separator; a row whose cells
 # contain it (never seen in real files) is stored as JSON instead, marked by the record separator.
