@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request, session
+from flask import Flask, current_app, has_request_context, request, session
 from flask_login import current_user
 from redis import Redis
 from sqlalchemy import event
@@ -62,7 +62,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def select_locale() -> str:
-    """The user's saved language, else the one picked this session, else Accept-Language."""
+    """The user's saved language, else the one picked this session, else Accept-Language.
+    Outside a request (jobs, commands) the portal's default language."""
+    if not has_request_context():
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
     languages = ["zh_CN", "en"]
     user_locale = getattr(current_user, "locale", None) if current_user else None
     if user_locale in languages:

@@ -311,8 +311,9 @@ def test_pause_says_what_it_holds_and_resume_is_its_own_audited_action(app, setu
         paused = db.session.scalars(select(audit.AuditEvent).where(audit.AuditEvent.action == "campaign.paused")).one()
         assert (paused.details["pending"], paused.details["waiting"], paused.details["in_flight"]) == (1, 2, 0)
         # Resuming goes through the publish gate: the steps have had no test send.
-        with pytest.raises(CampaignError, match="test send"):
+        with pytest.raises(CampaignError) as refused:
             publishing.resume(manager(setup), campaign_id, acknowledged=False)
+        assert refused.value.code == "not_ready" and refused.value.params["untested"]
         db.session.rollback()
         assert db.session.get(Campaign, campaign_id).status == CampaignStatus.PAUSED
         assert not db.session.scalars(
