@@ -10,6 +10,7 @@ its own (as a browser would), so objects held by the test must be re-read after 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -520,11 +521,11 @@ class Gateway:
         return Response(text, status=status, mimetype="application/json")(environ, start_response)
 
 
-@pytest.fixture(scope="session")
-def gateway_server():
+@contextlib.contextmanager
+def served(handler):
+    """Serve a WSGI `handler` over HTTP on 127.0.0.1 while the block runs; `handler.url` says where."""
     from werkzeug.serving import make_server
 
-    handler = Gateway()
     server = make_server("127.0.0.1", free_port(), handler, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -535,6 +536,12 @@ def gateway_server():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def gateway_server():
+    with served(Gateway()) as handler:
+        yield handler
 
 
 @pytest.fixture

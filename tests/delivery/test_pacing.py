@@ -80,7 +80,8 @@ def test_domain_limits_setting_is_read_as_domain_rate_pairs():
 def test_robot_notices_are_paced_at_the_robots_limit_and_none_is_lost(app, app_ctx, redis):
     from portal.delivery.channels.wecom import WeComRobot
     from portal.delivery.notices import post_robot_notices, queue_robot_notice
-    from tests.delivery.wecom_stubs import Robot, served
+    from tests.conftest import served
+    from tests.delivery.wecom_stubs import Robot
 
     window = 1.0  # the robot's minute, shortened so that the test takes seconds
     with served(Robot(per_window=20, window=window)) as robot_stub:
@@ -119,7 +120,8 @@ def robot_key(app) -> str:
 def test_robot_answering_45009_keeps_the_notice_for_later(app, app_ctx, redis):
     from portal.delivery.channels.wecom import WeComRobot
     from portal.delivery.notices import post_robot_notices, queue_robot_notice
-    from tests.delivery.wecom_stubs import Robot, served
+    from tests.conftest import served
+    from tests.delivery.wecom_stubs import Robot
 
     with served(Robot(per_window=0, window=60)) as robot_stub:  # someone else used the minute
         app.config["WECOM_WEBHOOK_URL"] = f"{robot_stub.url}/hook"

@@ -159,7 +159,8 @@ def test_sms_and_wecom_steps_use_the_same_ledger_retries_and_results(app, app_ct
     import json
 
     from jobs.sending import collect_wecom_results, run_campaigns, send_deliveries
-    from tests.delivery.wecom_stubs import CustomerApi, served
+    from tests.conftest import served
+    from tests.delivery.wecom_stubs import CustomerApi
 
     users = _users(team)
     versions = {

@@ -15,7 +15,8 @@ from portal.delivery.models import Delivery, DeliveryAttempt, DeliveryStatus, We
 from portal.extensions import db
 from portal.models_base import utcnow
 from tests import factories
-from tests.delivery.wecom_stubs import CustomerApi, served
+from tests.conftest import served
+from tests.delivery.wecom_stubs import CustomerApi
 
 LINK = {"msgtype": "link", "link": {"title": "春季新品", "url": "https://www.example.com/spring", "desc": "新品"}}
 IMAGE = {"msgtype": "image", "image": {"pic_url": "https://www.example.com/spring.png"}}

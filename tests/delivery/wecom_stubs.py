@@ -18,26 +18,8 @@ import json
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
-
-from tests.conftest import free_port
-
-
-@contextmanager
-def served(handler):
-    server = make_server("127.0.0.1", free_port(), handler, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        yield handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _json(payload: dict) -> Response:
