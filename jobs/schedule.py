@@ -31,6 +31,8 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     # Pause, resume and new steps take effect within seconds of a change; its own queue (and
     # worker) so that it never waits behind the senders.
     PeriodicJob("jobs.sending.run_campaigns", interval=5, queue=TICK_QUEUE, timeout=300),
+    # Opens and clicks reach the database (and the contact's timeline) within seconds.
+    PeriodicJob("jobs.sending.write_tracking_events", interval=2, queue=TICK_QUEUE, timeout=300),
     # Internal notices for the WeCom group robot, at its 20 a minute; WeCom mass-send results.
     PeriodicJob("jobs.sending.post_robot_notices", interval=10, timeout=120),
     PeriodicJob("jobs.sending.collect_wecom_results", "* * * * *", timeout=300),

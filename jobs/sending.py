@@ -331,3 +331,11 @@ def collect_wecom_results() -> dict[str, int]:
         return {"tasks": 0, "sent": 0, "failed": 0, "closed": 0}
     with WeComCustomerApi.from_config(config, redis=redis_connection()) as api:
         return collect_task_results(api)
+
+
+def write_tracking_events() -> int:
+    """Write the opens and clicks the tracking endpoints took into the database (periodic;
+    portal/delivery/intake.py); returns how many."""
+    from portal.delivery.intake import flush
+
+    return flush()

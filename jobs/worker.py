@@ -31,7 +31,7 @@ class QuietFrequentJobs(logging.Filter):
     kept"), which would otherwise bury every other line of the log. Each job's start line,
     and every warning and error, still show."""
 
-    FREQUENT = ("run_campaigns", ": Job OK (", "result is kept for")
+    FREQUENT = ("run_campaigns", "write_tracking_events", ": Job OK (", "result is kept for")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno > logging.INFO or not any(name in record.getMessage() for name in self.FREQUENT)

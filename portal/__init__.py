@@ -4,6 +4,7 @@ commands and error pages, once per process."""
 from __future__ import annotations
 
 import os
+import select
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from flask_login import current_user
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 from portal import errors, labels, navigation, security
 from portal.access import public
@@ -32,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         _tune_sqlite(db.engine)
+        check_pooled_connections(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     limiter.init_app(app)
@@ -48,6 +51,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     navigation.register(app)
     labels.register(app)
     _register_cli(app)
+
+    _answer_tracking_first(app)
 
     # Flask's own static route is open to everyone, like the sign-in page.
     app.view_functions["static"] = public(app.view_functions["static"])
@@ -76,6 +81,13 @@ def select_locale() -> str:
     return "en" if best == "en" else "zh_CN"
 
 
+def _answer_tracking_first(app: Flask) -> None:
+    """The open pixel and the click redirect skip every hook of the portal's pages."""
+    from portal.delivery.tracking_app import TrackingApp
+
+    app.wsgi_app = TrackingApp(app, app.wsgi_app)
+
+
 def _limit_only_where_declared(app: Flask) -> None:
     """The portal's rate limits are on the routes that need them (`@limiter.limit`), which check
     their own; the limiter's check before every other request looks for application-wide
@@ -84,6 +96,21 @@ def _limit_only_where_declared(app: Flask) -> None:
         return
     hooks = app.before_request_funcs.get(None, [])
     hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
+
+
+def check_pooled_connections(engine: Engine) -> None:
+    """Before a pooled PostgreSQL connection is handed out, make sure the server has not closed
+    it (a restart, an idle timeout, a terminated backend) without asking the server: a closed
+    connection has its socket readable (the server's goodbye, or end of file), an idle live one
+    never does. The pool then replaces it and the request goes on, where SQLAlchemy's
+    `pool_pre_ping` would pay a round trip on every checkout to learn the same."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, _record, _proxy):
+        if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+            raise DisconnectionError("the server closed this pooled connection")
 
 
 def _tune_sqlite(engine: Engine) -> None:

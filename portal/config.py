@@ -181,7 +181,9 @@ def _defaults(instance_path: str) -> dict[str, Any]:
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "WTF_CSRF_TIME_LIMIT": None,
         # JSON stored as written (not \u-escaped): SQLite's json_extract cannot find escaped keys.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": _json_dumps},
+        # No ping before each use (a round trip on every request): portal.check_pooled_connections
+        # finds a connection the server has closed without one.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"json_serializer": _json_dumps},
         # PostgreSQL ends a transaction left idle this long: a host cut off from the network
         # mid-transaction (its claim of deliveries not yet committed) holds its row locks no
         # longer than a sender's lease, instead of until TCP gives up on it (hours). 0 = never.

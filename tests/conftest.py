@@ -217,6 +217,9 @@ def _fresh_state(request) -> Iterator[None]:
     app = request.getfixturevalue("app")
     _clear_database(app)
     app.extensions["redis"].flushdb()
+    from portal.reports import rollups
+
+    rollups.forget_state()  # what this process last read of the database just emptied
     yield
 
 

@@ -165,3 +165,14 @@ class RobotNotice(db.Model):
     result: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrackingIntakeMark(db.Model):
+    """One row: the last entry of the tracking intake stream written to the database
+    (portal.delivery.intake). Moved in the same transaction as the events it covers, so an
+    entry is written once however often a flush is repeated."""
+
+    __tablename__ = "tracking_intake_mark"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_entry: Mapped[str] = mapped_column(String(40))

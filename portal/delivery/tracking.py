@@ -1,17 +1,10 @@
 """What the tracking endpoints record: opens, clicks and unsubscribes.
 
 Each open or click is an event in `contact_events` (a contact erased since the send simply
-records nothing) plus, the first time only, the open/click time on the delivery's ledger row,
-committed at once. On PostgreSQL that is ONE statement, sent in one round trip on a connection
-in autocommit mode (`_TRACKED`: the insert and the ledger update as data-modifying CTEs, with
-`synchronous_commit` off for that statement's own transaction), from a pool of its own that
-does not ping a connection before each use (a connection the server dropped is replaced and
-the statement sent again, once). The web worker's own work per request is then small (its
-threads hold the GIL about a third of the time under load): what is left is PostgreSQL's
-answer time (`tests/benchmarks/test_tracking_bench.py` compares the endpoints with a Flask
-hello world). No buffer: an event is in the database before the answer leaves, so a crashing
-web worker cannot lose one, and there is no second place where events live. If event volume
-ever outgrows that, the table can be partitioned by month (see DESIGN.md) before buffering.
+records nothing) plus, the first time only, the open/click time on the delivery's ledger row.
+The endpoints hand them to the intake (portal/delivery/intake.py: a Redis stream written to the
+database in batches, so that a pixel costs one Redis round trip); when Redis cannot take one,
+it is written here at once.
 
 Unsubscribing is idempotent: the first request sets `unsubscribed`, records an
 `unsubscribe` event and an audit entry; later ones change nothing.
@@ -19,24 +12,21 @@ Unsubscribing is idempotent: the first request sets `unsubscribed`, records an
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from flask import current_app
-from sqlalchemy import JSON, Boolean, String, bindparam, create_engine, event, literal, select, text, update
+from sqlalchemy import JSON, String, literal, select, update
 from sqlalchemy import insert as sql_insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
 from portal import audit
 from portal.audience.models import BigId, Contact, ContactEvent, EventKind
+from portal.delivery import intake
 from portal.delivery.models import Delivery, DeliveryStatus, ExclusionReason
 from portal.delivery.tokens import Recipient, UnsubscribeTarget
 from portal.extensions import db
 from portal.models_base import UTCDateTime, utcnow
 
-SOURCE = "tracking"
+SOURCE = intake.SOURCE
 
 
 def _record_event(contact_id: int, kind: str, properties: dict[str, Any], at: datetime | None = None) -> None:
@@ -88,74 +78,9 @@ def note_on_delivery(delivery_id: int | None, contact_id: int, kind: str, at: da
         )
 
 
-# An open or a click in one statement. Opens and clicks do not wait for PostgreSQL's WAL flush
-# (`synchronous_commit` off for this statement's own transaction: ~0.15 ms instead of 1-7 ms
-# here): a crashing web worker loses nothing, the commit has happened; only a crash of the
-# database server itself could lose the last fraction of a second of opens and clicks, never
-# leaving the database inconsistent. Unsubscribes keep the full guarantee. The ledger row is
-# updated only while a first time is missing, so a repeated open writes the event alone.
-_TRACKED = text("""
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
-recorded AS (
-  INSERT INTO contact_events (contact_id, kind, occurred_at, properties, source)
-  SELECT c.id, :kind, :at, :properties, :source FROM contacts AS c, quick WHERE c.id = :contact_id
-  RETURNING contact_id
-)
-UPDATE deliveries
-   SET opened_at = coalesce(opened_at, :at),
-       clicked_at = CASE WHEN :click THEN coalesce(clicked_at, :at) ELSE clicked_at END
- WHERE id = :delivery_id AND contact_id = :contact_id AND (opened_at IS NULL OR (:click AND clicked_at IS NULL))
-""").bindparams(
-    bindparam("at", type_=UTCDateTime()),
-    bindparam("properties", type_=JSON()),
-    bindparam("click", type_=Boolean()),
-    bindparam("delivery_id", type_=BigId),
-    bindparam("contact_id", type_=BigId),
-)
-
-
-_ENGINE_KEY = "delivery.tracking_engine"
-_engine_lock = threading.Lock()
-
-
-def _tracking_engine() -> Engine:
-    """The process's pool for tracking statements: autocommit, and no ping before each use
-    (the app's pool pings, a second round trip that would double a tracking request's)."""
-    engine = current_app.extensions.get(_ENGINE_KEY)
-    if engine is None:
-        with _engine_lock:
-            engine = current_app.extensions.get(_ENGINE_KEY)
-            if engine is None:
-                options = {**current_app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_pre_ping": False}
-                engine = create_engine(db.engine.url, isolation_level="AUTOCOMMIT", **options)
-                # Closed with the app's own pool (at shutdown, in tests).
-                event.listen(db.engine, "engine_disposed", lambda _engine, own=engine: own.dispose())
-                current_app.extensions[_ENGINE_KEY] = engine
-    return engine
-
-
-def _record_tracked(recipient: Recipient, kind: str, properties: dict[str, Any]) -> None:
+def _record_now(recipient: Recipient, kind: str, properties: dict[str, Any]) -> None:
+    """Write an open or a click at once (when the intake cannot take it)."""
     now = utcnow()
-    if db.engine.dialect.name == "postgresql":
-        values = {
-            "kind": kind,
-            "at": now,
-            "properties": properties,
-            "source": SOURCE,
-            "click": kind == EventKind.EMAIL_CLICK,
-            "delivery_id": recipient.delivery_id,
-            "contact_id": recipient.contact_id,
-        }
-        for attempt in (1, 2):
-            try:
-                with _tracking_engine().connect() as connection:
-                    connection.execute(_TRACKED, values)
-                return
-            except DBAPIError as exc:
-                # A pooled connection the server has dropped (a restart): the pool is renewed,
-                # the statement sent once more. Nothing was written by the failed attempt.
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
     _record_event(recipient.contact_id, kind, properties, now)
     note_on_delivery(recipient.delivery_id, recipient.contact_id, kind, now)
     db.session.commit()
@@ -163,12 +88,14 @@ def _record_tracked(recipient: Recipient, kind: str, properties: dict[str, Any])
 
 def record_open(recipient: Recipient) -> None:
     """Record that `recipient` opened the email (the pixel was fetched)."""
-    _record_tracked(recipient, EventKind.EMAIL_OPEN, {"delivery_id": recipient.delivery_id})
+    if not intake.append(EventKind.EMAIL_OPEN, recipient):
+        _record_now(recipient, EventKind.EMAIL_OPEN, {"delivery_id": recipient.delivery_id})
 
 
 def record_click(recipient: Recipient, url: str) -> None:
     """Record that `recipient` followed the link to `url`."""
-    _record_tracked(recipient, EventKind.EMAIL_CLICK, {"delivery_id": recipient.delivery_id, "url": url})
+    if not intake.append(EventKind.EMAIL_CLICK, recipient, url):
+        _record_now(recipient, EventKind.EMAIL_CLICK, {"delivery_id": recipient.delivery_id, "url": url})
 
 
 class UnsubscribeView(NamedTuple):

@@ -20,6 +20,8 @@ contact, and a channel's reach on the first delivered message of each contact on
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,11 +30,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import BigInteger, any_, delete, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from portal.audience.models import Contact, ContactTag
+from portal.delivery import intake
 from portal.delivery.models import SETTLED_STATUSES, Delivery, DeliveryStatus
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -43,6 +47,8 @@ from portal.reports.models import (
     ReportRollupState,
     ReportSeriesCount,
 )
+
+log = logging.getLogger(__name__)
 
 # The days of the rollups are calendar days here (date filters in another zone are computed
 # from the ledger instead).
@@ -330,8 +336,10 @@ def refresh(max_contacts: int | None = None) -> int:
 
     When the queue is emptied, the state's `refreshed_at` becomes the moment this refresh
     started: every change committed before it is counted. Stops early (leaving the rest for the
-    next refresh) after `max_contacts`, or when another refresh is already running."""
+    next refresh) after `max_contacts`, or when another refresh is already running. Opens and
+    clicks still in the tracking intake are written first (as many entries as contacts)."""
     started = utcnow()
+    complete = _write_tracking_events(max_contacts)
     done = 0
     while max_contacts is None or done < max_contacts:
         if not _locked():
@@ -342,7 +350,7 @@ def refresh(max_contacts: int | None = None) -> int:
             db.session.execute(text("SET LOCAL jit = off"))
         batch = _take_dirty(BATCH_CONTACTS if max_contacts is None else min(BATCH_CONTACTS, max_contacts - done))
         if not batch:
-            _mark_refreshed(started, changed=done > 0)
+            _mark_refreshed(started if complete else None, changed=done > 0)
             db.session.commit()
             return done
         recount(batch)
@@ -354,9 +362,24 @@ def refresh(max_contacts: int | None = None) -> int:
     return done
 
 
+def _write_tracking_events(limit: int | None) -> bool:
+    """Opens and clicks answered before the refresh started are in the ledger before it
+    counts, so that "as of" holds for them too (they wait in the tracking intake otherwise).
+    False when some are left (the limit, or Redis cannot be read): the rollups are then not
+    complete as of now."""
+    try:
+        written = intake.flush(limit)
+    except RedisError:
+        db.session.rollback()
+        log.warning("the tracking intake could not be read: opens and clicks since are counted later", exc_info=True)
+        return False
+    return limit is None or written < limit
+
+
 def _mark_refreshed(at: datetime | None, changed: bool) -> None:
     """Note when the rollups were last complete (`at`, if they are now), and give figures
     computed from them a new generation if anything `changed`."""
+    forget_state()
     state = db.session.get(ReportRollupState, STATE_ID)
     if state is None:
         if at is not None:
@@ -372,21 +395,45 @@ def max_age() -> timedelta:
     return timedelta(seconds=current_app.config["REPORT_ROLLUP_MAX_AGE_SECONDS"])
 
 
+# The state as this process last read it: for this long, readers take it from here instead of
+# asking the database on every page view (a round trip each). Figures stay within the age limit:
+# whether they are too old is judged from the `refreshed_at` read, which only a refresh moves
+# forward; a new generation made by another process is seen this much later at most.
+STATE_READ_SECONDS = 1.0
+_last_read: tuple[float, Any] | None = None
+
+
+def _state():
+    global _last_read
+    kept = _last_read
+    if kept is not None and time.monotonic() - kept[0] < STATE_READ_SECONDS:
+        return kept[1]
+    state = db.session.execute(
+        select(ReportRollupState.refreshed_at, ReportRollupState.generation).where(ReportRollupState.id == STATE_ID)
+    ).first()
+    _last_read = (time.monotonic(), state)
+    return state
+
+
+def forget_state() -> None:
+    """Read the state from the database next time (this process changed it, or its database
+    was replaced)."""
+    global _last_read
+    _last_read = None
+
+
 def fresh_state() -> tuple[datetime | None, str]:
     """(as of, generation) of the rollups, refreshing them first when they are past half the
     age the setting allows: figures computed from them are kept for other readers for at most
     the other half (portal.recent), so no page shows figures older than the setting. A reader
     refreshes at most a few batches itself; a bigger backlog is the periodic job's, and the
     page then says how old the figures are."""
-    state = db.session.execute(
-        select(ReportRollupState.refreshed_at, ReportRollupState.generation).where(ReportRollupState.id == STATE_ID)
-    ).first()
+    state = _state()
     if state is None or utcnow() - state.refreshed_at > max_age() / 2:
         db.session.commit()  # the refresh commits per batch; start it on a clean transaction
         refresh(max_contacts=5 * BATCH_CONTACTS)
-        state = db.session.execute(
-            select(ReportRollupState.refreshed_at, ReportRollupState.generation).where(ReportRollupState.id == STATE_ID)
-        ).first()
+        forget_state()
+        state = _state()
     return (state.refreshed_at, state.generation) if state is not None else (None, "")
 
 
@@ -394,6 +441,7 @@ def figures_changed() -> None:
     """Give figures computed from the rollups a new generation (in the caller's transaction):
     something they are shown with changed (a cost entered), so pages kept rendered with them
     are made again."""
+    forget_state()
     state = db.session.get(ReportRollupState, STATE_ID)
     if state is not None:
         state.generation = uuid.uuid4().hex

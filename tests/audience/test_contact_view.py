@@ -7,7 +7,7 @@ from portal.audience import scoring, service
 from portal.audience.models import Contact, ContactEvent, ScoringRule
 from portal.auth.models import User
 from portal.campaigns.models import CampaignStep
-from portal.delivery import tracking
+from portal.delivery import intake, tracking
 from portal.delivery.models import Delivery
 from portal.delivery.tokens import Recipient
 from portal.extensions import db
@@ -46,6 +46,7 @@ def test_the_contact_page_shows_sends_opens_clicks_score_reasons_and_stage_chang
         recipient = Recipient(delivery.id, contact_id)
         tracking.record_open(recipient)
         tracking.record_click(recipient, "https://www.example.com/pricing")
+        intake.flush()
         click = db.session.scalar(select(ContactEvent.id).where(ContactEvent.kind == "email_click"))
         scoring.score_event(click)
         service.record_event(

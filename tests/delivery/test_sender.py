@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from portal.audience.models import Contact, ContactConsent, ContactEvent
 from portal.campaigns.models import Campaign, CampaignStatus
+from portal.delivery import intake
 from portal.delivery.models import Delivery, DeliveryStatus
 from portal.extensions import db
 from tests import factories
@@ -70,6 +71,7 @@ def test_published_campaign_is_delivered_with_tracking_and_one_click_unsubscribe
     assert client.get(click_url.split("5000", 1)[-1] if ":5000" in click_url else click_url).status_code == 302
     assert client.get(pixel_url.split(":5000", 1)[-1]).status_code == 200
     assert client.post(unsubscribe_url.split(":5000", 1)[-1], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    intake.flush()  # as its periodic job does
 
     recipient = message["To"].addresses[0].addr_spec
     contact = db.session.scalar(select(Contact).where(Contact.email == recipient))

@@ -1,0 +1,122 @@
+"""The tracking tier: the open pixel and the click redirect, answered before the portal's pages.
+
+Mail clients fetch the pixel of every message opened (Apple Mail Privacy Protection fetches
+them all as the mail is delivered), so these two URLs take the portal's heaviest traffic, and
+none of it is a person's visit: no session, no user, no CSRF token, no language, no rate limit,
+no page. Through the portal's Flask app each request paid for all of those hooks; here it
+pays for a route match, the token's signature check and one Redis round trip (the tracking
+intake, portal/delivery/intake.py). The signed token is the only credential.
+
+`TrackingApp` wraps the portal's WSGI app (create_app installs it): `/t/o/...` and
+`/t/c/...` are answered here, everything else (and anything not signed by us, such as a
+forged click link) goes on to the portal, whose 404 page speaks the reader's language. A
+deployment may give tracking hosts of their own (a tracking domain): they run the same
+`wsgi:app` and are sent only `/t/` by the proxy.
+
+A GET never changes state beyond recording an open or click (mail scanners prefetch links).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
+
+from portal.delivery import tracking
+from portal.delivery.tokens import tracking_tokens
+from portal.extensions import db
+from portal.security import HSTS
+
+log = logging.getLogger(__name__)
+
+# A transparent 1x1 GIF.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0, private",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+}
+ROUTES = Map(
+    [
+        Rule("/t/o/<token>.gif", endpoint="open", methods=["GET"]),
+        Rule("/t/c/<click_token>/<link_token>", endpoint="click", methods=["GET"]),
+    ]
+)
+
+WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
+
+
+def no_store(response: Response) -> Response:
+    """Answers about one recipient are never kept by a cache, nor indexed (the unsubscribe
+    pages use it too)."""
+    response.headers.update(NO_STORE)
+    return response
+
+
+class TrackingApp:
+    """WSGI: the open pixel and the click redirect; every other request goes to `portal`."""
+
+    def __init__(self, app: Flask, portal: WSGIApp) -> None:
+        self.app = app
+        self.portal = portal
+        self.headers = list(NO_STORE.items())
+        if app.config["PORTAL_ENV"] == "production":
+            self.headers.append(("Strict-Transport-Security", HSTS))
+        self.pixel_headers = [("Content-Type", "image/gif"), ("Content-Length", str(len(PIXEL))), *self.headers]
+        # Matching with the path and method given is safe from any thread.
+        self.routes = ROUTES.bind("tracking")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith("/t/"):
+            return self.portal(environ, start_response)
+        try:
+            endpoint, values = self.routes.match(path, method=environ.get("REQUEST_METHOD", "GET"))
+        except HTTPException:
+            return self.portal(environ, start_response)
+        with self.app.app_context():
+            if endpoint == "open":
+                self.record_open(**values)
+                start_response("200 OK", self.pixel_headers)
+                return [PIXEL]
+            response = self.click(**values)
+        if response is None:
+            return self.portal(environ, start_response)
+        response.headers.extend(self.headers)
+        return response(environ, start_response)
+
+    def record_open(self, token: str) -> None:
+        """The answer is always the GIF, whatever the token; the open is recorded when the
+        token is ours."""
+        recipient = tracking_tokens(self.app).read_open(token)
+        if recipient is not None:
+            try:
+                tracking.record_open(recipient)
+            except SQLAlchemyError:
+                db.session.rollback()
+                log.exception("could not record an email open")
+
+    def click(self, click_token: str, link_token: str) -> Response | None:
+        """302 to the signed destination; None (the portal's 404) for anything not signed by
+        us, never a redirect."""
+        found = tracking_tokens(self.app).read_click(click_token, link_token)
+        if found is None:
+            return None
+        recipient, url = found
+        try:
+            tracking.record_click(recipient, url)
+        except SQLAlchemyError:
+            db.session.rollback()
+            log.exception("could not record an email click")
+        return redirect(url, code=302)
