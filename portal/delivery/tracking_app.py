@@ -27,7 +27,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.utils import redirect
+from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response
 
 from portal.delivery import tracking
@@ -90,11 +90,11 @@ class TrackingApp:
                 self.record_open(**values)
                 start_response("200 OK", self.pixel_headers)
                 return [PIXEL]
-            response = self.click(**values)
-        if response is None:
+            url = self.record_click(**values)
+        if url is None:
             return self.portal(environ, start_response)
-        response.headers.extend(self.headers)
-        return response(environ, start_response)
+        start_response("302 Found", [("Location", iri_to_uri(url)), ("Content-Length", "0"), *self.headers])
+        return [b""]
 
     def record_open(self, token: str) -> None:
         """The answer is always the GIF, whatever the token; the open is recorded when the
@@ -107,9 +107,9 @@ class TrackingApp:
                 db.session.rollback()
                 log.exception("could not record an email open")
 
-    def click(self, click_token: str, link_token: str) -> Response | None:
-        """302 to the signed destination; None (the portal's 404) for anything not signed by
-        us, never a redirect."""
+    def record_click(self, click_token: str, link_token: str) -> str | None:
+        """The signed destination (answered with a 302), the click recorded; None (the
+        portal's 404) for anything not signed by us, never a redirect."""
         found = tracking_tokens(self.app).read_click(click_token, link_token)
         if found is None:
             return None
@@ -119,4 +119,4 @@ class TrackingApp:
         except SQLAlchemyError:
             db.session.rollback()
             log.exception("could not record an email click")
-        return redirect(url, code=302)
+        return url
