@@ -220,6 +220,7 @@ HEALTH_CHECKS = {
     "redis": _l("Redis queue"),
     "workers": _l("Background workers"),
     "smtp": _l("Mail server"),
+    "tracking_intake": _l("Opens and clicks waiting to be recorded"),
 }
 
 # What a running job says about itself. Jobs store a code and figures (see

@@ -45,7 +45,23 @@ def health(redis: Redis) -> dict[str, Any]:
     except RedisError as exc:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         checks["workers"] = {"ok": False, "count": 0, "error": "redis unreachable"}
+    checks["tracking_intake"] = _tracking_intake()
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+def _tracking_intake() -> dict[str, Any]:
+    """Opens and clicks waiting in the intake: not ok once the oldest has waited longer than
+    its writer (every two seconds) ever should, so that monitoring hears of a stopped writer
+    before the dashboard's figures fall behind."""
+    from portal.delivery import intake
+
+    try:
+        waiting, oldest = intake.backlog()
+    except (RedisError, SQLAlchemyError) as exc:
+        db.session.rollback()
+        return {"ok": False, "error": type(exc).__name__}
+    late = oldest is not None and oldest > intake.LATE_AFTER_SECONDS
+    return {"ok": not late, "waiting": waiting, "oldest_seconds": round(oldest) if oldest is not None else 0}
 
 
 # The audience counts scan a table that grows to millions of contacts: counted at most once per

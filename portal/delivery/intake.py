@@ -83,11 +83,23 @@ def append(kind: str, recipient: Recipient, url: str = "") -> bool:
     return True
 
 
-def pending() -> int:
-    """Entries taken but not yet written (the stream keeps the last written one as its mark)."""
+# The writer runs every two seconds: an entry waiting this long means it is not running.
+LATE_AFTER_SECONDS = 60
+
+
+def backlog() -> tuple[int, float | None]:
+    """(entries waiting to be written, seconds the oldest of them has waited, or None when none
+    waits), for the health check. The count may include the few entries a flush that died
+    before trimming has already written; the next flush trims them."""
     mark = db.session.scalar(select(TrackingIntakeMark.last_entry).where(TrackingIntakeMark.id == MARK_ID))
     db.session.rollback()
-    return len(_redis().xrange(STREAM, min=f"({mark or '0-0'}", count=None))
+    redis = _redis()
+    oldest = redis.xrange(STREAM, min=f"({mark or '0-0'}", count=1)
+    if not oldest:
+        return 0, None
+    taken_ms = int(oldest[0][0].split(b"-", 1)[0])
+    seconds, microseconds = redis.time()
+    return redis.xlen(STREAM), max(0.0, seconds + microseconds / 1e6 - taken_ms / 1000)
 
 
 def flush(max_entries: int | None = None) -> int:
