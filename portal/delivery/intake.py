@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -102,13 +103,17 @@ def backlog() -> tuple[int, float | None]:
     return redis.xlen(STREAM), max(0.0, seconds + microseconds / 1e6 - taken_ms / 1000)
 
 
-def flush(max_entries: int | None = None) -> int:
+def flush(max_entries: int | None = None, max_seconds: float | None = None) -> int:
     """Write the taken entries to the database, a batch per transaction, until none is left (or
-    `max_entries` are written, or another flush is at work); returns how many were written.
-    Raises RedisError when Redis cannot be read: nothing is lost, the next flush writes them."""
+    `max_entries` are written, or no batch may start after `max_seconds`, or another flush is
+    at work); returns how many were written. Raises RedisError when Redis cannot be read:
+    nothing is lost, the next flush writes them."""
     redis = _redis()
     written = 0
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     while max_entries is None or written < max_entries:
+        if written and deadline is not None and time.monotonic() > deadline:
+            break
         mark = db.session.scalar(select(TrackingIntakeMark.last_entry).where(TrackingIntakeMark.id == MARK_ID))
         if mark is None:  # the migration writes the row; a database emptied by hand has none
             db.session.add(TrackingIntakeMark(id=MARK_ID, last_entry="0-0"))

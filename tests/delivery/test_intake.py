@@ -157,3 +157,16 @@ def test_endpoint_events_are_counted_by_the_next_rollup_refresh(client, sent, to
     rollups.refresh()
     opened = db.session.scalar(select(func.sum(ReportRollup.opens)).where(ReportRollup.dimension == ""))
     assert opened == 2
+
+
+def test_a_backlog_is_written_over_several_runs_of_the_job(sent, monkeypatch):
+    """The periodic job shares the tick queue with the campaign tick: a run stops starting
+    batches after its time, and the next run goes on from the mark."""
+    from jobs import sending
+
+    for recipient in sent:
+        intake.append("email_open", recipient)
+    monkeypatch.setattr(intake, "BATCH", 1)
+    monkeypatch.setattr(sending, "TRACKING_WRITE_SECONDS", 0)
+    assert [sending.write_tracking_events() for _ in range(4)] == [1, 1, 1, 0]
+    assert sorted(_events()) == sorted((r.contact_id, "email_open") for r in sent)
