@@ -84,6 +84,11 @@ def append(kind: str, recipient: Recipient, url: str = "") -> bool:
     return True
 
 
+def _mark() -> str | None:
+    """The id of the last entry written to the database."""
+    return db.session.scalar(select(TrackingIntakeMark.last_entry).where(TrackingIntakeMark.id == MARK_ID))
+
+
 # The writer runs every two seconds: an entry waiting this long means it is not running.
 LATE_AFTER_SECONDS = 60
 
@@ -92,7 +97,7 @@ def backlog() -> tuple[int, float | None]:
     """(entries waiting to be written, seconds the oldest of them has waited, or None when none
     waits), for the health check. The count may include the few entries a flush that died
     before trimming has already written; the next flush trims them."""
-    mark = db.session.scalar(select(TrackingIntakeMark.last_entry).where(TrackingIntakeMark.id == MARK_ID))
+    mark = _mark()
     db.session.rollback()
     redis = _redis()
     oldest = redis.xrange(STREAM, min=f"({mark or '0-0'}", count=1)
@@ -114,7 +119,7 @@ def flush(max_entries: int | None = None, max_seconds: float | None = None) -> i
     while max_entries is None or written < max_entries:
         if written and deadline is not None and time.monotonic() > deadline:
             break
-        mark = db.session.scalar(select(TrackingIntakeMark.last_entry).where(TrackingIntakeMark.id == MARK_ID))
+        mark = _mark()
         if mark is None:  # the migration writes the row; a database emptied by hand has none
             db.session.add(TrackingIntakeMark(id=MARK_ID, last_entry="0-0"))
             db.session.commit()

@@ -89,7 +89,8 @@ class TrackingApp:
             if endpoint == "open":
                 self.record_open(**values)
                 start_response("200 OK", self.pixel_headers)
-                return [PIXEL]
+                # A HEAD is answered with the GET's headers and no body (RFC 9110 9.3.2).
+                return [] if environ.get("REQUEST_METHOD") == "HEAD" else [PIXEL]
             url = self.record_click(**values)
         if url is None:
             return self.portal(environ, start_response)

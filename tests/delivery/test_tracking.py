@@ -97,6 +97,8 @@ def test_tracking_answers_carry_no_session_and_head_is_answered(client, make_con
     for method in ("get", "head"):
         response = getattr(client, method)(f"/t/o/{tokens.open_token(1, contact_id)}.gif")
         assert response.status_code == 200 and response.mimetype == "image/gif"
+        assert response.headers["Content-Length"] == str(len(PIXEL))
+        assert response.data == (PIXEL if method == "get" else b"")
         assert "Set-Cookie" not in response.headers
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     # Any other method is the portal's: no such page.
