@@ -13,10 +13,18 @@ purpose is worthless for another:
 
 Until the deliveries ledger exists the delivery id may be None; the contact id is what the
 endpoints act on. Tokens do not expire: an unsubscribe link must keep working for years.
+
+The recipient tokens (open, click, unsubscribe) are itsdangerous `URLSafeSerializer` tokens,
+read by itsdangerous; a sender makes three per message, so they are made here without its
+per-call work (deriving the key, trying zlib on a dozen bytes, JSON): the same bytes for
+every id of a real ledger, so links already sent and links sent now read alike.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import html as html_lib
 import re
 import secrets
@@ -58,6 +66,31 @@ def _ids(value: Any) -> Recipient | None:
     return None
 
 
+class _RecipientSigner:
+    """`serializer.dumps([delivery_id, contact_id])` in about 2 µs instead of 40: the HMAC
+    key is derived once (by itsdangerous itself) and the payload is the compact JSON of two
+    integers, base64url without padding, signed with HMAC-SHA1 over it, as itsdangerous does.
+
+    itsdangerous would zlib-compress a payload that shrinks by two bytes or more, which two
+    ids of up to 19 digits only do when made of long repeated runs; such a payload is left
+    uncompressed here, which itsdangerous reads all the same (it decompresses only payloads
+    marked with a leading "."). Anything but two plain ints goes through itsdangerous."""
+
+    def __init__(self, serializer: URLSafeSerializer) -> None:
+        self._serializer = serializer
+        self._mac = hmac.new(serializer.make_signer().derive_key(), digestmod=hashlib.sha1)
+
+    def dumps(self, delivery_id: int | None, contact_id: int) -> str:
+        if type(contact_id) is not int or (delivery_id is not None and type(delivery_id) is not int):
+            return self._serializer.dumps([delivery_id, contact_id])
+        first = "null" if delivery_id is None else delivery_id
+        payload = base64.urlsafe_b64encode(f"[{first},{contact_id}]".encode("ascii")).rstrip(b"=")
+        mac = self._mac.copy()
+        mac.update(payload)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (payload + b"." + signature).decode("ascii")
+
+
 class TrackingTokens:
     """Makes and reads the tokens; build one per process (see `tracking_tokens`)."""
 
@@ -70,19 +103,22 @@ class TrackingTokens:
         self._link = serializer(SALT_LINK)
         self._unsubscribe = serializer(SALT_UNSUBSCRIBE)
         self._unsubscribe_test = serializer(SALT_UNSUBSCRIBE_TEST)
+        self._open_signer = _RecipientSigner(self._open)
+        self._click_signer = _RecipientSigner(self._click)
+        self._unsubscribe_signer = _RecipientSigner(self._unsubscribe)
 
     # -- making -------------------------------------------------------------------------
     def open_token(self, delivery_id: int | None, contact_id: int) -> str:
-        return self._open.dumps([delivery_id, contact_id])
+        return self._open_signer.dumps(delivery_id, contact_id)
 
     def click_token(self, delivery_id: int | None, contact_id: int) -> str:
-        return self._click.dumps([delivery_id, contact_id])
+        return self._click_signer.dumps(delivery_id, contact_id)
 
     def link_token(self, url: str) -> str:
         return self._link.dumps(url)
 
     def unsubscribe_token(self, delivery_id: int | None, contact_id: int) -> str:
-        return self._unsubscribe.dumps([delivery_id, contact_id])
+        return self._unsubscribe_signer.dumps(delivery_id, contact_id)
 
     def test_unsubscribe_token(self, test_send_id: int) -> str:
         return self._unsubscribe_test.dumps(test_send_id)
