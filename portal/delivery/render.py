@@ -40,6 +40,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes, pass_context
 from jinja2.compiler import CodeGenerator
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 # The documented variables. Contacts' fields are read through `contact.<field>`.
@@ -262,36 +263,82 @@ _BINOPS = {
     "%": operator.mod,
 }
 
-# The filters as Jinja defines them, called through this environment once a filter's
-# arguments are known to be within the limits.
+# The filters as Jinja defines them, called once a filter's arguments are known to be within
+# the limits. Those that take Jinja's environment get this one, as call_filter would give.
 _FILTERS = Environment(autoescape=True)
+
+
+def _check_center(budget: _Budget, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    width = args[0] if args else kwargs.get("width", 80)
+    if not isinstance(width, int) or width > MAX_VALUE_CHARS:
+        raise RenderLimitExceeded("value_too_large", limit=MAX_VALUE_CHARS)
+
+
+def _check_replace(budget: _Budget, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if len(args) >= 2:
+        text, old, new = str(value), str(args[0]), str(args[1])
+        count = text.count(old) if old else len(text) + 1
+        if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
+            count = min(count, args[2])
+        budget.spend(len(text) + count * max(len(new) - len(old), 0))
+
+
+def _check_join(budget: _Budget, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if isinstance(value, list | tuple):
+        separator = str(args[0]) if args else str(kwargs.get("d", ""))
+        budget.spend(_chars(value) + len(separator) * len(value))
+
+
+# The filters whose result can grow beyond their input's size: what they would make is
+# worked out, and charged, before they run.
+_SIZE_CHECKS = {"center": _check_center, "replace": _check_replace, "join": _check_join}
 
 
 def _bounded_filter(name: str):
     """A filter that checks the sizes it would make first and charges what it made. Being
-    `pass_context`, it is never run at compile time (Jinja folds only context-free filters)."""
+    `pass_context`, it is never run at compile time (Jinja folds only context-free filters).
 
-    @pass_context
-    def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        budget = _current_budget()
-        if name == "center":
-            width = args[0] if args else kwargs.get("width", 80)
-            if not isinstance(width, int) or width > MAX_VALUE_CHARS:
-                raise RenderLimitExceeded("value_too_large", limit=MAX_VALUE_CHARS)
-        elif name == "replace" and len(args) >= 2:
-            text, old, new = str(value), str(args[0]), str(args[1])
-            count = text.count(old) if old else len(text) + 1
-            if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
-                count = min(count, args[2])
-            budget.spend(len(text) + count * max(len(new) - len(old), 0))
-        elif name == "join" and isinstance(value, list | tuple):
-            separator = str(args[0]) if args else str(kwargs.get("d", ""))
-            budget.spend(_chars(value) + len(separator) * len(value))
-        result = _FILTERS.call_filter(name, value, list(args), kwargs, context=context, eval_ctx=context.eval_ctx)
+    The filter's function and what it is passed are looked up once, here: a template calls
+    filters for every recipient (a name in each paragraph), and Jinja's generic
+    `call_filter` would look them up on every call."""
+    function = _FILTERS.filters[name]
+    passes = _PassArg.from_obj(function)
+    check = _SIZE_CHECKS.get(name)
+
+    def charged(budget: _Budget, result: Any) -> Any:
         if isinstance(result, str | list):
             budget.spend(len(result))
         return _check_number(result)
 
+    if passes is None:
+
+        @pass_context
+        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+            budget = _current_budget()
+            if check is not None:
+                check(budget, value, args, kwargs)
+            return charged(budget, function(value, *args, **kwargs))
+
+    elif passes is _PassArg.eval_context:
+
+        @pass_context
+        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+            budget = _current_budget()
+            if check is not None:
+                check(budget, value, args, kwargs)
+            return charged(budget, function(context.eval_ctx, value, *args, **kwargs))
+
+    elif passes is _PassArg.environment:
+
+        @pass_context
+        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+            budget = _current_budget()
+            if check is not None:
+                check(budget, value, args, kwargs)
+            return charged(budget, function(_FILTERS, value, *args, **kwargs))
+
+    else:  # a filter given the template's context: none of the allowed ones is
+        raise ValueError(f"filter {name!r} takes the template's context")
     return bounded
 
 
