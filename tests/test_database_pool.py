@@ -25,10 +25,12 @@ def test_a_page_after_the_database_closed_every_pooled_connection(app, client, l
         try:
             assert client.get("/").status_code == 200
             assert not [s for s in statements if s.strip().upper() == "SELECT 1"]  # no ping
+            # With a timeout, pg_terminate_backend waits until each backend has exited and so
+            # closed its socket, as every connection of a restarted server has.
             with engine.connect() as connection:
                 closed = connection.execute(
                     text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
                 ).scalar()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import contains_eager
+from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session, contains_eager
 from werkzeug.datastructures import CallbackDict
 
 from portal import notify
@@ -165,28 +166,43 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-def _signed_in_row(id_hash: str) -> tuple[WebSession | None, User | None]:
-    """The session row, read in ONE round trip with what every signed-in page needs next: its
-    user with their roles (left in the ORM session's identity map, where the user loader's
-    `db.session.get` finds them without a query) and their unread notification count (kept
-    for the header by notify.remember_unread). Everything is read afresh on every request,
-    so a revoked session, a deactivated user or a changed role takes effect at once."""
+@cache
+def _signed_in_query() -> Select:
+    """Built once (the first time it is needed, when the models are all mapped): building and
+    keying a statement of this size cost more than running it."""
     unread = notify.unread_count_of(WebSession.user_id).label("unread")
-    query = (
+    return (
         select(WebSession, User, unread)
         .outerjoin(User, User.id == WebSession.user_id)
         .outerjoin(user_roles, user_roles.c.user_id == User.id)
         .outerjoin(Role, Role.id == user_roles.c.role_id)
         .options(contains_eager(User.roles))
-        .where(WebSession.id_hash == id_hash)
+        .where(WebSession.id_hash == bindparam("id_hash"))
     )
-    found = db.session.execute(query).unique().first()
+
+
+def _signed_in_row(id_hash: str) -> tuple[WebSession | None, User | None]:
+    """The session row, read in ONE round trip with what every signed-in page needs next: its
+    user with their roles (put into the request's ORM session, where the user loader's
+    `db.session.get` finds them without a query) and their unread notification count (kept
+    for the header by notify.remember_unread). Everything is read afresh on every request,
+    so a revoked session, a deactivated user or a changed role takes effect at once.
+
+    One statement is its own snapshot, so it is read on an autocommit connection: no BEGIN
+    before it and no ROLLBACK after, and a page that needs nothing else from the database
+    (a kept dashboard) costs this one round trip."""
+    with db.engine.connect() as connection:
+        reader = Session(connection.execution_options(isolation_level="AUTOCOMMIT"))
+        found = reader.execute(_signed_in_query(), {"id_hash": id_hash}).unique().first()
+        reader.close()
     if found is None:
         return None, None
     row, user, count = found
-    if user is not None:
-        notify.remember_unread(user.id, count)
-    return row, user
+    if user is None:
+        return row, None
+    notify.remember_unread(user.id, count)
+    # A copy attached to the request's session without a query: it and its roles are as read.
+    return row, db.session.merge(user, load=False)
 
 
 def _request_cookies():
