@@ -15,6 +15,7 @@ the ledger's claims make that harmless.
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import time
@@ -114,10 +115,22 @@ def send_deliveries(campaign_id: int, slot: int = 0) -> dict[str, float]:
     chunk, a person, the send window), its time is up, or the worker is stopping: then the
     chunk in flight is recorded, the rest of the claim given back, the slot freed and a
     replacement queued for another worker (jobs/shutdown.py)."""
+    config = current_app.config
+    deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
+    # The app, its models and SQLAlchemy's caches are hundreds of thousands of objects that
+    # live as long as the process; without this, every full collection of the garbage each
+    # message leaves walks them all again (2 to 24 µs a message, measured in a test process).
+    gc.freeze()
+    try:
+        return _send_deliveries(campaign_id, slot, deadline)
+    finally:
+        gc.unfreeze()  # a job run in the worker's own process leaves its collector as it was
+
+
+def _send_deliveries(campaign_id: int, slot: int, deadline: float) -> dict[str, float]:
     from portal.delivery.sender import Sender, claim, release_claims
 
     config = current_app.config
-    deadline = time.monotonic() + config["SENDER_JOB_SECONDS"]
     totals = {"sent": 0, "retry": 0, "bounced": 0, "failed": 0, "skipped": 0, "submitted": 0, "deferred": 0}
     totals["batches"] = 0
     heartbeat = _sender_key(campaign_id, slot)

@@ -600,6 +600,8 @@ class Sender:
         return material.content.templates["wecom_text"].render(variables), material.attachments
 
     def _contacts(self, batch: list[Claimed]) -> dict[int, dict[str, Any]]:
+        from portal.audience.importing import member_of
+
         ids = list({d.contact_id for d in batch})
         columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
         rows = db.session.execute(
@@ -610,12 +612,12 @@ class Sender:
                 Contact.wecom_external_userid,
                 Contact.wecom_owner_userid,
                 *columns,
-            ).where(Contact.id.in_(ids))
+            ).where(member_of(Contact.id, ids))
         ).all()
         contacts = {row.id: row._asdict() for row in rows}
         consents = db.session.execute(
             select(ContactConsent.contact_id, ContactConsent.channel).where(
-                ContactConsent.contact_id.in_(ids), ContactConsent.status == ConsentStatus.GRANTED
+                member_of(ContactConsent.contact_id, ids), ContactConsent.status == ConsentStatus.GRANTED
             )
         ).all()
         for contact_id, channel in consents:
@@ -827,9 +829,11 @@ class Sender:
                 changes.append({**cleared, **reply, "status": DeliveryStatus.FAILED})
                 outcome.failed += 1
         if sent_ids:
+            from portal.audience.importing import member_of
+
             db.session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(sent_ids))
+                .where(member_of(Delivery.id, sent_ids))
                 # A success clears what an earlier attempt's refusal left (kept in the history).
                 .values(
                     status=DeliveryStatus.SENT,
