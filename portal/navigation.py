@@ -20,13 +20,13 @@ from flask import Flask, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 
 from portal import notify
 from portal.access import Permission, may_use
 from portal.labels import label
 from portal.recent import Recent
+from portal.security import csrf_token
 
 
 class NavItem(NamedTuple):
@@ -99,7 +99,7 @@ def kept_rendering(
 
 def with_csrf(html: str) -> Markup:
     """A kept rendering with the reader's own CSRF token in place of the stand-in."""
-    return Markup(html.replace(_CSRF_PLACEHOLDER, generate_csrf()))  # noqa: S704 - rendered by Jinja, escaped
+    return Markup(html.replace(_CSRF_PLACEHOLDER, csrf_token()))  # noqa: S704 - rendered by Jinja, escaped
 
 
 def page_around(template: str, body: Markup) -> str:
@@ -107,13 +107,14 @@ def page_around(template: str, body: Markup) -> str:
     frame kept per everything the header shows, so that only the body is new work."""
     if session.get("_flashes"):
         return render_template(template, body=body)
+    reader = current_user._get_current_object()
     key = (
         template,
         str(get_locale()),
-        current_user.id,
-        current_user.display_name,
-        current_user.permissions,
-        notify.unread_count(current_user.id),
+        reader.id,
+        reader.display_name,
+        reader.permissions,
+        notify.unread_count(reader.id),
         request.full_path,
         request.endpoint,
     )
@@ -125,5 +126,5 @@ def page_around(template: str, body: Markup) -> str:
         return before, after
 
     before, after = _frames.get(key, frame, FRAME_MAX_AGE)[1]
-    token = generate_csrf()
+    token = csrf_token()
     return "".join((before.replace(_CSRF_PLACEHOLDER, token), str(body), after.replace(_CSRF_PLACEHOLDER, token)))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, g, request, session, url_for
 from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.access import signed_in
@@ -60,6 +61,7 @@ def register(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     app.after_request(add_security_headers)
     app.add_template_global(preview_frame_url)
+    app.add_template_global(csrf_token)  # in place of Flask-WTF's own, which signs on every page
     app.register_blueprint(bp)
 
 
@@ -76,6 +78,29 @@ def add_security_headers(response: Response) -> Response:
         # Signed-in pages and downloads hold personal data: no copy in any cache.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# Signed CSRF tokens by the session's raw token. Signing costs a tenth of a kept page (the
+# reports dashboard); tokens carry no time limit (WTF_CSRF_TIME_LIMIT is None: a token is good
+# for as long as its session), so one signed a minute ago is as good as a new one. A new raw
+# token (at sign-in) is signed anew; the dict only ever holds what sessions hold already.
+_SIGNED_CSRF_ENTRIES = 4096
+_signed_csrf: dict[str, str] = {}
+
+
+def csrf_token() -> str:
+    """The reader's signed CSRF token, as Flask-WTF's `generate_csrf` gives it, signed once per
+    session rather than once per page."""
+    raw = session.get("csrf_token")
+    signed = _signed_csrf.get(raw) if raw and current_app.config["WTF_CSRF_TIME_LIMIT"] is None else None
+    if signed is None:
+        signed = generate_csrf()
+        if current_app.config["WTF_CSRF_TIME_LIMIT"] is None:
+            if len(_signed_csrf) >= _SIGNED_CSRF_ENTRIES:
+                _signed_csrf.clear()
+            _signed_csrf[session["csrf_token"]] = signed
+    g.csrf_token = signed  # where Flask-WTF keeps it for the rest of the request
+    return signed
 
 
 def preview_frame_url(html: str) -> str:
