@@ -95,3 +95,39 @@ def test_compiled_template_renders_many_contacts():
     template = compile_template("{{ contact.name }}", html=False)
     names = [template.render({"contact": {"name": f"客户{i}"}}) for i in range(1000)]
     assert names[999] == "客户999"
+
+
+def test_attributes_of_plain_dicts_read_as_the_sandbox_reads_them():
+    # The documented variables' keys are looked up directly (render.py's getattr); every
+    # answer must be the one Jinja's sandbox gives, for keys, missing keys, dict's own
+    # methods and dunders, even where a key shadows one of them.
+    from jinja2.runtime import Undefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from portal.delivery.render import _HTML_ENV
+
+    class Mapping(dict):
+        pass
+
+    sandbox = ImmutableSandboxedEnvironment()
+    sandbox.is_safe_attribute = _HTML_ENV.is_safe_attribute  # the portal's rule: nothing callable
+    values = [
+        {"name": "王小明", "items": "键", "__class__": "x", "职位": "总监"},
+        {},
+        Mapping(name="子类"),
+        "字符串",
+    ]
+    names = ["name", "items", "get", "keys", "__class__", "__init__", "职位", "missing", "upper"]
+    for value in values:
+        for name in names:
+            ours, theirs = _HTML_ENV.getattr(value, name), sandbox.getattr(value, name)
+            if isinstance(theirs, Undefined):
+                assert isinstance(ours, Undefined) and type(ours) is type(theirs), (value, name)
+                assert ours._undefined_obj is theirs._undefined_obj
+                assert (ours._undefined_name, ours._undefined_hint, ours._undefined_exception) == (
+                    theirs._undefined_name,
+                    theirs._undefined_hint,
+                    theirs._undefined_exception,
+                )
+            else:
+                assert ours == theirs, (value, name)
