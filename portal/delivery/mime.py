@@ -157,13 +157,16 @@ def _base64_lines(count: int) -> struct.Struct:
 
 def _body(content: str) -> bytes:
     """`content` with CRLF line ends, UTF-8, base64 in lines of 76 characters."""
-    if "\r" in content:
-        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    # Line ends are normalised in the UTF-8 bytes, where CR and LF are the same single bytes
+    # and a replace that finds nothing costs nothing (on a str of Chinese text it copies).
+    data = content.encode("utf-8")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     # One C call for the whole body (base64.encodebytes loops in Python per line), then the
     # lines cut out by a precompiled struct: a slice per line in Python cost as much as the
     # encoding itself. Bodies of one template differ by a few lines at most, so the structs
     # cached by line count are reused from message to message.
-    encoded = binascii.b2a_base64(content.replace("\n", CRLF).encode("utf-8"), newline=False)
+    encoded = binascii.b2a_base64(data.replace(b"\n", b"\r\n"), newline=False)
     full = len(encoded) // 76
     lines = list(_base64_lines(full).unpack_from(encoded)) if full else []
     if len(encoded) > 76 * full:
