@@ -8,6 +8,7 @@ import select
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from flask import Flask, current_app, has_request_context, request, session
 from flask_login import current_user
 from redis import Redis
@@ -66,19 +67,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def select_locale() -> str:
+# The portal's languages, parsed once: Flask-Babel parses what the selector returns on every
+# request unless it is a Locale already.
+LOCALES = {name: Locale.parse(name) for name in ("zh_CN", "en")}
+
+
+def select_locale() -> Locale:
     """The user's saved language, else the one picked this session, else Accept-Language.
     Outside a request (jobs, commands) the portal's default language."""
     if not has_request_context():
-        return current_app.config["BABEL_DEFAULT_LOCALE"]
-    languages = ["zh_CN", "en"]
-    user_locale = getattr(current_user, "locale", None) if current_user else None
-    if user_locale in languages:
-        return user_locale
-    if session.get("locale") in languages:
-        return session["locale"]
+        return Locale.parse(current_app.config["BABEL_DEFAULT_LOCALE"])
+    user_locale = getattr(current_user._get_current_object(), "locale", None)
+    if user_locale in LOCALES:
+        return LOCALES[user_locale]
+    if session.get("locale") in LOCALES:
+        return LOCALES[session["locale"]]
     best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
-    return "en" if best == "en" else "zh_CN"
+    return LOCALES["en" if best == "en" else "zh_CN"]
 
 
 def _answer_tracking_first(app: Flask) -> None:

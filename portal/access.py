@@ -245,9 +245,10 @@ def require(*permissions: Permission) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not current_user.is_authenticated:
+            reader = current_user._get_current_object()
+            if not reader.is_authenticated:
                 return _refuse_anonymous()
-            if not all(p in current_user.permissions for p in permissions):
+            if not all(p in reader.permissions for p in permissions):
                 abort(403)
             return view(*args, **kwargs)
 
@@ -262,9 +263,10 @@ def require_any(*permissions: Permission) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not current_user.is_authenticated:
+            reader = current_user._get_current_object()
+            if not reader.is_authenticated:
                 return _refuse_anonymous()
-            if not any(p in current_user.permissions for p in permissions):
+            if not any(p in reader.permissions for p in permissions):
                 abort(403)
             return view(*args, **kwargs)
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy import Select, bindparam, delete, insert, inspect, select, update
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import CallbackDict
 
 from portal import notify
@@ -99,7 +101,7 @@ class DatabaseSessionInterface(SessionInterface):
         return ServerSession(dict(row.data), session_id, row.created_at, row.last_seen_at, user)
 
     @staticmethod
-    def _expired(app: Flask, row: WebSession, now) -> bool:
+    def _expired(app: Flask, row: _SessionRow, now) -> bool:
         idle = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
         absolute = timedelta(hours=app.config["SESSION_ABSOLUTE_HOURS"])
         return now - row.last_seen_at > idle or now - row.created_at > absolute
@@ -166,22 +168,41 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
+USER_COLUMNS = ("id", "sso_subject", "email", "name", "locale", "active", "must_change_password", "totp_secret")
+ROLE_COLUMNS = ("id", "name", "permissions")
+
+
+class _SessionRow(NamedTuple):
+    data: dict
+    created_at: Any
+    last_seen_at: Any
+
+
 @cache
 def _signed_in_query() -> Select:
     """Built once (the first time it is needed, when the models are all mapped): building and
-    keying a statement of this size cost more than running it."""
-    unread = notify.unread_count_of(WebSession.user_id).label("unread")
+    keying a statement of this size cost more than running it. Plain columns, one row per
+    role: the ORM's loading of three entities cost more than the round trip."""
+    sessions, users, roles = WebSession.__table__, User.__table__, Role.__table__
     return (
-        select(WebSession, User, unread)
-        .outerjoin(User, User.id == WebSession.user_id)
-        .outerjoin(user_roles, user_roles.c.user_id == User.id)
-        .outerjoin(Role, Role.id == user_roles.c.role_id)
-        .options(contains_eager(User.roles))
-        .where(WebSession.id_hash == bindparam("id_hash"))
+        select(
+            sessions.c.data,
+            sessions.c.created_at,
+            sessions.c.last_seen_at,
+            notify.unread_count_of(sessions.c.user_id).label("unread"),
+            *(column.label(f"user_{column.key}") for column in users.c if column.key in USER_COLUMNS),
+            *(column.label(f"role_{column.key}") for column in roles.c if column.key in ROLE_COLUMNS),
+        )
+        .select_from(
+            sessions.outerjoin(users, users.c.id == sessions.c.user_id)
+            .outerjoin(user_roles, user_roles.c.user_id == users.c.id)
+            .outerjoin(roles, roles.c.id == user_roles.c.role_id)
+        )
+        .where(sessions.c.id_hash == bindparam("id_hash"))
     )
 
 
-def _signed_in_row(id_hash: str) -> tuple[WebSession | None, User | None]:
+def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     """The session row, read in ONE round trip with what every signed-in page needs next: its
     user with their roles (put into the request's ORM session, where the user loader's
     `db.session.get` finds them without a query) and their unread notification count (kept
@@ -192,17 +213,36 @@ def _signed_in_row(id_hash: str) -> tuple[WebSession | None, User | None]:
     before it and no ROLLBACK after, and a page that needs nothing else from the database
     (a kept dashboard) costs this one round trip."""
     with db.engine.connect() as connection:
-        reader = Session(connection.execution_options(isolation_level="AUTOCOMMIT"))
-        found = reader.execute(_signed_in_query(), {"id_hash": id_hash}).unique().first()
-        reader.close()
-    if found is None:
+        rows = (
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(_signed_in_query(), {"id_hash": id_hash})
+            .mappings()
+            .all()
+        )
+    if not rows:
         return None, None
-    row, user, count = found
-    if user is None:
+    first = rows[0]
+    row = _SessionRow(first["data"], first["created_at"], first["last_seen_at"])
+    if first["user_id"] is None:
         return row, None
-    notify.remember_unread(user.id, count)
-    # A copy attached to the request's session without a query: it and its roles are as read.
-    return row, db.session.merge(user, load=False)
+    notify.remember_unread(first["user_id"], first["unread"])
+    roles = [_as_loaded(Role, found, "role_") for found in rows if found["role_id"] is not None]
+    return row, _as_loaded(User, first, "user_", roles=roles)
+
+
+def _as_loaded(model: type, found: Mapping[str, Any], prefix: str, **relationships: Any) -> Any:
+    """An instance of `model` from the columns `found` holds under `prefix`, in the request's ORM
+    session as if a query had loaded it (no history, nothing to flush): SQLAlchemy's way of
+    attaching what was read elsewhere without reading it again."""
+    identity = db.session.identity_map.get(inspect(model).identity_key_from_primary_key((found[f"{prefix}id"],)))
+    if identity is not None:
+        return identity
+    instance = model(**{key[len(prefix) :]: value for key, value in found.items() if key.startswith(prefix)})
+    make_transient_to_detached(instance)
+    for name, value in relationships.items():
+        set_committed_value(instance, name, value)
+    db.session.add(instance)
+    return instance
 
 
 def _request_cookies():

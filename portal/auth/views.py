@@ -366,11 +366,12 @@ SET_UP_ENDPOINTS = ("auth.change_password", "auth.two_factor", "auth.logout", "s
 def force_local_set_up():
     """The break-glass account must replace its one-time password, then enrol its second
     factor, before anything else."""
-    if not current_user.is_authenticated or not current_user.is_local or request.endpoint in SET_UP_ENDPOINTS:
+    reader = current_user._get_current_object()
+    if not reader.is_authenticated or not reader.is_local or request.endpoint in SET_UP_ENDPOINTS:
         return None
-    if current_user.must_change_password:
+    if reader.must_change_password:
         target = url_for("auth.change_password")
-    elif not current_user.has_second_factor:
+    elif not reader.has_second_factor:
         target = url_for("auth.two_factor")
     else:
         return None
