@@ -168,6 +168,9 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
+# What every page reads of the signed-in user and their roles; the other columns (sign-in
+# history, second-factor state, role labels) load on first access, one query, where a page
+# shows them.
 USER_COLUMNS = ("id", "sso_subject", "email", "name", "locale", "active", "must_change_password", "totp_secret")
 ROLE_COLUMNS = ("id", "name", "permissions")
 
