@@ -225,6 +225,17 @@ class _Material:
     attachments: Any = None
 
 
+@dataclass(slots=True)
+class _Built:
+    """An email rendered and built for its recipient, or the reason it cannot be sent."""
+
+    message: bytes = b""
+    envelope_from: str = ""
+    failure: SendResult | None = None
+    render: float = 0.0
+    mime: float = 0.0
+
+
 @dataclass
 class BatchOutcome:
     sent: int = 0
@@ -265,6 +276,8 @@ class Sender:
         self.tokens = tracking_tokens(app)
         self.timings = Timings()
         self._materials: dict[tuple[int, int], _Material] = {}
+        # The batch's next email, built while the server took the one before (see _send_one).
+        self._built: dict[int, _Built] = {}
         self._channels: dict[str, Any] = {}
         self._retry_delays = retry_delays(self.config)
         self._backoff = int(self.config["DELIVERY_CHANNEL_BACKOFF_SECONDS"])
@@ -384,6 +397,7 @@ class Sender:
             self._record(results, outcome)
         finally:
             self._give_back()
+            self._built.clear()
         return outcome
 
     def _send_each(
@@ -422,7 +436,7 @@ class Sender:
                     results.append((delivery, Deferred(until)))
                     continue
             try:
-                result = self._send_one(delivery, contact)  # type: ignore[arg-type]
+                result = self._send_one(delivery, contact, self._upcoming(batch, number + 1, contacts))  # type: ignore[arg-type]
             except ChannelUnavailable as unavailable:
                 result = unavailable.result
             if self._paced:
@@ -451,6 +465,18 @@ class Sender:
         self._record(results, outcome)
         results.clear()
         return True
+
+    def _upcoming(
+        self, batch: list[Claimed], number: int, contacts: dict[int, dict[str, Any]]
+    ) -> tuple[Claimed, dict[str, Any]] | None:
+        """The delivery at `number` of the batch and its contact when it is an email that would
+        be sent as things stand, to be built ahead; None otherwise."""
+        if number >= len(batch) or batch[number].channel != "email":
+            return None
+        contact = contacts.get(batch[number].contact_id)
+        if self._skip_reason(batch[number], contact):
+            return None
+        return batch[number], contact  # type: ignore[return-value]
 
     # -- pacing -------------------------------------------------------------------------------
     @staticmethod
@@ -640,57 +666,107 @@ class Sender:
             return ExclusionReason.NO_ADDRESS
         return ""
 
-    def _send_one(self, delivery: Claimed, contact: dict[str, Any]) -> SendResult:
+    def _send_one(
+        self, delivery: Claimed, contact: dict[str, Any], upcoming: tuple[Claimed, dict[str, Any]] | None = None
+    ) -> SendResult:
+        """Render, build and send one message. For an email, `upcoming` (the next delivery of
+        the batch, likely sent next) is rendered and built while the SMTP server takes this
+        one in; it goes out only once this one's answer has been read and acted on, exactly
+        as if it had been built then."""
+        if delivery.channel == "email":
+            return self._send_email(delivery, contact, upcoming)
         t0 = time.perf_counter()
         material = self._material(delivery)
-        templates = material.content.templates
-        variables = {
+        variables = self._variables(material, contact)
+        try:
+            if delivery.channel != "sms":
+                raise ValueError(f"channel {delivery.channel!r} is not sent one by one")
+            variables["unsubscribe_url"] = ""
+            body = material.content.templates["sms_text"].render(variables)
+            t1 = time.perf_counter()
+            result = self._channel("sms").send(contact["mobile"], body, message_id=f"d{delivery.id}")
+        except ChannelUnavailable:
+            raise
+        except Exception as exc:  # a template or a value that cannot be sent: this message only
+            return _unsendable(delivery, exc)
+        self.timings.render += t1 - t0
+        self.timings.channel += time.perf_counter() - t1
+        self.timings.messages += 1
+        return result
+
+    def _variables(self, material: _Material, contact: dict[str, Any]) -> dict[str, Any]:
+        return {
             "contact": contact_variables(contact),
             "campaign": {"name": material.campaign_name},
             "sender": {"company": self._from_name},
             "view_in_browser_url": "",
         }
+
+    def _build_email(self, delivery: Claimed, contact: dict[str, Any]) -> _Built:
+        """The email of `delivery` for `contact`, rendered and built, or why it cannot be."""
+        t0 = time.perf_counter()
+        material = self._material(delivery)  # a version that cannot be sent stops the batch
+        variables = self._variables(material, contact)
         try:
-            if delivery.channel == "email":
-                tracker: LinkTracker = material.tracker  # type: ignore[assignment]
-                unsubscribe_url = tracker.unsubscribe_url(delivery.id, delivery.contact_id)
-                variables["unsubscribe_url"] = unsubscribe_url
-                subject = templates["subject"].render(variables)
-                text = templates["text_body"].render(variables)
-                html = tracker.fill(material.html.render(variables), delivery.id, delivery.contact_id)
-                if material.dynamic_links:
-                    html = tracker.rewrite(html, delivery.id, delivery.contact_id, unsubscribe_url=unsubscribe_url)
-                else:
-                    html = tracker.add_pixel(html, delivery.id, delivery.contact_id)
-                t1 = time.perf_counter()
-                message = material.skeleton.build(
-                    to_email=contact["email"],
-                    to_name=contact.get("name") or "",
-                    subject=subject,
-                    html=html,
-                    text=text or None,
-                    message_id=make_message_id(delivery.id, self._domain),
-                    unsubscribe_url=unsubscribe_url,
-                    unsubscribe_mailto=self._mailto(delivery),
-                )
-                t2 = time.perf_counter()
-                result = self._channel("email").send(material.skeleton.envelope_from, contact["email"], message)
-            elif delivery.channel == "sms":
-                variables["unsubscribe_url"] = ""
-                body = templates["sms_text"].render(variables)
-                t1 = t2 = time.perf_counter()
-                result = self._channel("sms").send(contact["mobile"], body, message_id=f"d{delivery.id}")
+            templates = material.content.templates
+            tracker: LinkTracker = material.tracker  # type: ignore[assignment]
+            unsubscribe_url = tracker.unsubscribe_url(delivery.id, delivery.contact_id)
+            variables["unsubscribe_url"] = unsubscribe_url
+            subject = templates["subject"].render(variables)
+            text = templates["text_body"].render(variables)
+            html = tracker.fill(material.html.render(variables), delivery.id, delivery.contact_id)
+            if material.dynamic_links:
+                html = tracker.rewrite(html, delivery.id, delivery.contact_id, unsubscribe_url=unsubscribe_url)
             else:
-                raise ValueError(f"channel {delivery.channel!r} is not sent one by one")
+                html = tracker.add_pixel(html, delivery.id, delivery.contact_id)
+            t1 = time.perf_counter()
+            message = material.skeleton.build(
+                to_email=contact["email"],
+                to_name=contact.get("name") or "",
+                subject=subject,
+                html=html,
+                text=text or None,
+                message_id=make_message_id(delivery.id, self._domain),
+                unsubscribe_url=unsubscribe_url,
+                unsubscribe_mailto=self._mailto(delivery),
+            )
+        except Exception as exc:  # a template or a value that cannot be sent: this message only
+            return _Built(failure=_unsendable(delivery, exc))
+        return _Built(message, material.skeleton.envelope_from, render=t1 - t0, mime=time.perf_counter() - t1)
+
+    def _send_email(
+        self, delivery: Claimed, contact: dict[str, Any], upcoming: tuple[Claimed, dict[str, Any]] | None
+    ) -> SendResult:
+        built = self._built.pop(delivery.id, None) or self._build_email(delivery, contact)
+        if built.failure is not None:
+            return built.failure
+        overlapped = 0.0
+
+        def build_upcoming() -> None:
+            # While the server takes this message in: the next one is ready when its turn
+            # comes, or thrown away with the batch if this one's answer stops the batch.
+            nonlocal overlapped
+            if upcoming is None or upcoming[0].id in self._built:
+                return
+            # Only with its material at hand: preparing that reads the database, and a version
+            # that cannot be sent must stop the batch at its own turn, not in this one's.
+            if (upcoming[0].step_id, upcoming[0].content_version_id) in self._materials:
+                started = time.perf_counter()
+                self._built[upcoming[0].id] = self._build_email(*upcoming)
+                overlapped += time.perf_counter() - started
+
+        started = time.perf_counter()
+        try:
+            result = self._channel("email").send(
+                built.envelope_from, contact["email"], built.message, while_waiting=build_upcoming
+            )
         except ChannelUnavailable:
             raise
-        except Exception as exc:  # a template or a value that cannot be sent: this message only
-            log.warning("delivery %s not sendable: %s", delivery.id, exc)
-            return SendResult(Outcome.FAILED, 0, "unsendable", f"{type(exc).__name__}: {exc}"[:500])
-        t3 = time.perf_counter()
-        self.timings.render += t1 - t0
-        self.timings.mime += t2 - t1
-        self.timings.channel += t3 - t2
+        except Exception as exc:  # a value that cannot be sent: this message only
+            return _unsendable(delivery, exc)
+        self.timings.render += built.render
+        self.timings.mime += built.mime
+        self.timings.channel += time.perf_counter() - started - overlapped
         self.timings.messages += 1
         return result
 
@@ -892,6 +968,11 @@ class Sender:
         if attempts < 1 or attempts > len(self._retry_delays):
             return None
         return self._retry_delays[attempts - 1]
+
+
+def _unsendable(delivery: Claimed, exc: Exception) -> SendResult:
+    log.warning("delivery %s not sendable: %s", delivery.id, exc)
+    return SendResult(Outcome.FAILED, 0, "unsendable", f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _attempt(delivery: Claimed, now: datetime, outcome: str, result: SendResult) -> dict[str, Any]:

@@ -35,7 +35,8 @@ class ScriptedHandler:
     """An aiosmtpd handler whose RCPT replies depend on the recipient's local part:
     busy -> 450, nouser -> 550 5.1.1, blocked -> 554 5.7.1 (block list), blocklist -> 554
     without enhanced code, full -> 552 5.2.2, drop -> the connection is closed once;
-    a MAIL FROM of rejected@... gets 553 5.7.1. Everything else is accepted."""
+    a MAIL FROM of rejected@... gets 553 5.7.1; a message to spam@... is refused after its
+    content (554 5.7.1 at the end of DATA). Everything else is accepted."""
 
     REPLIES = {
         "busy": "450 4.2.1 Mailbox busy, try again later",
@@ -77,6 +78,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if any(address.split("@")[0] == "spam" for address in envelope.rcpt_tos):
+            return "554 5.7.1 Message content rejected as spam"
         self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "data": envelope.content})
         return "250 2.0.0 Ok: queued"
 

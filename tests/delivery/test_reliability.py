@@ -300,3 +300,43 @@ def test_cancel_stops_sending_and_cancels_what_is_left(app, app_ctx, smtp, team,
     )
     assert counts[DeliveryStatus.SENT] == len(smtp.messages) < 4_000
     assert counts[DeliveryStatus.CANCELLED] + counts[DeliveryStatus.SENT] == 4_000
+
+
+def test_a_message_built_ahead_never_goes_out_after_an_answer_that_pauses(
+    app, app_ctx, team, fast_pipeline, scripted_smtp
+):
+    # The sender builds the next email while the server takes one in; a refusal of that
+    # content which pauses the campaign must leave every later message unsent, the one
+    # already built ahead too.
+    from jobs.sending import run_campaigns, send_deliveries
+    from portal.delivery.models import DeliveryAttempt
+
+    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{scripted_smtp.port}"
+    version = factories.approved_email(team["operations_specialist"], team["reviewer"])
+    factories.add_contacts(1, prefix="first")
+    (spam,) = factories.add_contacts(1, prefix="spam")
+    db.session.get(Contact, spam).email = "spam@example.org"  # refused after its content
+    factories.add_contacts(5, prefix="later")
+    db.session.commit()
+    campaign_id = factories.scheduled_campaign(
+        team["marketing_manager"],
+        factories.segment_of(),
+        [{"kind": "message", "channel": "email", "content_version_id": version}],
+    )
+    run_campaigns()
+    send_deliveries(campaign_id)
+
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign_id).status == CampaignStatus.PAUSED
+    sent = set(
+        db.session.scalars(
+            select(Contact.email)
+            .join(Delivery, Delivery.contact_id == Contact.id)
+            .where(Delivery.status == DeliveryStatus.SENT)
+        )
+    )
+    received = {address for message in scripted_smtp.messages for address in message["to"]}
+    assert received == sent  # nothing reached the server that the ledger does not hold as sent
+    tried = db.session.scalar(select(func.count()).select_from(DeliveryAttempt))
+    assert tried == len(sent) + 1  # the sent ones and the refused one, no other attempt
+    assert db.session.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.PENDING)) == 7 - len(sent)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
@@ -217,8 +218,18 @@ class SmtpSession:
         self.close()
 
     # -- sending --------------------------------------------------------------------------
-    def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        """Send `message` (complete RFC 5322 bytes, CRLF line ends) to one recipient."""
+    def send(
+        self,
+        envelope_from: str,
+        recipient: str,
+        message: bytes,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> SendResult:
+        """Send `message` (complete RFC 5322 bytes, CRLF line ends) to one recipient.
+
+        `while_waiting`, when given, is called once the message is on the wire and before the
+        server's answer to it is read (with pipelining), so that the caller's work on its next
+        message overlaps the server's on this one; it must not raise."""
         for address in (envelope_from, recipient):
             if not _ENVELOPE_ADDRESS.match(address):
                 # Never let a contact's value reach the SMTP command line.
@@ -234,7 +245,7 @@ class SmtpSession:
             smtp = self._smtp
             try:
                 if self.pipelining and smtp.has_extn("pipelining"):  # type: ignore[union-attr]
-                    return self._send_pipelined(smtp, envelope_from, recipient, message)  # type: ignore[arg-type]
+                    return self._send_pipelined(smtp, envelope_from, recipient, message, while_waiting)  # type: ignore[arg-type]
                 smtp.sendmail(envelope_from, [recipient], message)  # type: ignore[union-attr]
                 return ACCEPTED
             except smtplib.SMTPServerDisconnected as error:
@@ -259,7 +270,14 @@ class SmtpSession:
                 return _connection_trouble(error)
         raise AssertionError("unreachable")
 
-    def _send_pipelined(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+    def _send_pipelined(
+        self,
+        smtp: smtplib.SMTP,
+        envelope_from: str,
+        recipient: str,
+        message: bytes,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> SendResult:
         """One transaction in two round trips (RFC 2920): MAIL, RCPT and DATA in one write,
         then the body. Each reply is still read and classified on its own."""
         smtp.send(f"MAIL FROM:<{envelope_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
@@ -284,6 +302,8 @@ class SmtpSession:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.send(body + b".\r\n")
+        if while_waiting is not None:
+            while_waiting()
         code, text = smtp.getreply()
         if code == 421:
             self._discard()
