@@ -303,42 +303,27 @@ def _bounded_filter(name: str):
     `call_filter` would look them up on every call."""
     function = _FILTERS.filters[name]
     passes = _PassArg.from_obj(function)
+    if passes not in (None, _PassArg.eval_context, _PassArg.environment):
+        raise ValueError(f"filter {name!r} takes the template's context")  # none allowed does
     check = _SIZE_CHECKS.get(name)
 
-    def charged(budget: _Budget, result: Any) -> Any:
+    @pass_context
+    def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = _current_budget()
+        if check is not None:
+            check(budget, value, args, kwargs)
+        if passes is None:
+            result = function(value, *args, **kwargs)
+        elif passes is _PassArg.eval_context:
+            result = function(context.eval_ctx, value, *args, **kwargs)
+        else:
+            result = function(_FILTERS, value, *args, **kwargs)
         if isinstance(result, str | list):
             budget.spend(len(result))
-        return _check_number(result)
+        elif isinstance(result, int):
+            _check_number(result)
+        return result
 
-    if passes is None:
-
-        @pass_context
-        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-            budget = _current_budget()
-            if check is not None:
-                check(budget, value, args, kwargs)
-            return charged(budget, function(value, *args, **kwargs))
-
-    elif passes is _PassArg.eval_context:
-
-        @pass_context
-        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-            budget = _current_budget()
-            if check is not None:
-                check(budget, value, args, kwargs)
-            return charged(budget, function(context.eval_ctx, value, *args, **kwargs))
-
-    elif passes is _PassArg.environment:
-
-        @pass_context
-        def bounded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-            budget = _current_budget()
-            if check is not None:
-                check(budget, value, args, kwargs)
-            return charged(budget, function(_FILTERS, value, *args, **kwargs))
-
-    else:  # a filter given the template's context: none of the allowed ones is
-        raise ValueError(f"filter {name!r} takes the template's context")
     return bounded
 
 
@@ -498,8 +483,12 @@ class CompiledTemplate:
         token = _budget.set(budget)
         size = 0
         parts: list[str] = []
+        template = self._template
         try:
-            for chunk in self._template.generate(**variables):
+            # The compiled template's own generator, without Template.generate's wrapper (a
+            # second generator frame for each of the hundred pieces of a message, there only to
+            # rewrite an error's traceback, and every error becomes a code below).
+            for chunk in template.root_render_func(template.new_context(dict(variables))):
                 size += len(chunk)
                 if size > MAX_OUTPUT_CHARS:
                     raise RenderLimitExceeded("output_too_large", limit=MAX_OUTPUT_CHARS)
