@@ -28,7 +28,9 @@ WeCom deliveries go out differently: one mass-send task per owning employee
 
 Per-message work is only what must differ: the template of a (step, version) is compiled
 once, the MIME skeleton and the link tracker are made once, and each recipient gets the
-rendering of their variables, their tracked links and their headers.
+rendering of their variables, their tracked links and their headers. An email is rendered
+and built while the SMTP server takes in the one before it (`SmtpSession.send`'s
+`while_waiting`), and goes out only once that one's answer has been acted on.
 """
 
 from __future__ import annotations
@@ -991,7 +993,7 @@ def _attempt(delivery: Claimed, now: datetime, outcome: str, result: SendResult)
 def _insert_attempts(rows: list[dict[str, Any]], now: datetime) -> None:
     """A chunk's `delivery_attempts` rows (every one made at `now`) in one statement: on
     PostgreSQL each column travels as one array and is unnested there, where an executemany
-    is a statement per row (200 a chunk, the most expensive part of recording it)."""
+    is a statement per row (200 a chunk)."""
     if db.session.get_bind().dialect.name != "postgresql":
         db.session.execute(insert(DeliveryAttempt), rows)
         return
