@@ -23,11 +23,10 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Select, bindparam, delete, insert, inspect, select, update
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import CallbackDict
 
 from portal import notify
-from portal.auth.models import Role, User, WebSession, user_roles
+from portal.auth.models import Role, User, WebSession, permissions_of, user_roles
 from portal.extensions import db
 from portal.models_base import utcnow
 
@@ -168,11 +167,11 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-# What every page reads of the signed-in user and their roles; the other columns (sign-in
-# history, second-factor state, role labels) load on first access, one query, where a page
-# shows them.
+# What every page reads of the signed-in user; the other columns (sign-in history,
+# second-factor state) load on first access, one query, where a page shows them. Of the roles
+# only their permissions are read: the user's permissions are made from them here, and the
+# roles themselves load on first access (building them cost as much as building the user).
 USER_COLUMNS = ("id", "sso_subject", "email", "name", "locale", "active", "must_change_password", "totp_secret")
-ROLE_COLUMNS = ("id", "name", "permissions")
 
 
 class _SessionRow(NamedTuple):
@@ -194,7 +193,7 @@ def _signed_in_query() -> Select:
             sessions.c.last_seen_at,
             notify.unread_count_of(sessions.c.user_id).label("unread"),
             *(column.label(f"user_{column.key}") for column in users.c if column.key in USER_COLUMNS),
-            *(column.label(f"role_{column.key}") for column in roles.c if column.key in ROLE_COLUMNS),
+            roles.c.permissions.label("role_permissions"),
         )
         .select_from(
             sessions.outerjoin(users, users.c.id == sessions.c.user_id)
@@ -229,21 +228,24 @@ def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     if first["user_id"] is None:
         return row, None
     notify.remember_unread(first["user_id"], first["unread"])
-    roles = [_as_loaded(Role, found, "role_") for found in rows if found["role_id"] is not None]
-    return row, _as_loaded(User, first, "user_", roles=roles)
+    user = _as_loaded(User, first, "user_")
+    # Where functools.cached_property keeps its value: as User.permissions would compute it.
+    user.__dict__["permissions"] = permissions_of(
+        found["role_permissions"] for found in rows if found["role_permissions"] is not None
+    )
+    return row, user
 
 
-def _as_loaded(model: type, found: Mapping[str, Any], prefix: str, **relationships: Any) -> Any:
+def _as_loaded(model: type, found: Mapping[str, Any], prefix: str) -> Any:
     """An instance of `model` from the columns `found` holds under `prefix`, in the request's ORM
-    session as if a query had loaded it (no history, nothing to flush): SQLAlchemy's way of
-    attaching what was read elsewhere without reading it again."""
+    session as if a query had loaded it (no history, nothing to flush; the other columns load
+    on first access): SQLAlchemy's way of attaching what was read elsewhere without reading it
+    again."""
     identity = db.session.identity_map.get(inspect(model).identity_key_from_primary_key((found[f"{prefix}id"],)))
     if identity is not None:
         return identity
     instance = model(**{key[len(prefix) :]: value for key, value in found.items() if key.startswith(prefix)})
     make_transient_to_detached(instance)
-    for name, value in relationships.items():
-        set_committed_value(instance, name, value)
     db.session.add(instance)
     return instance
 
