@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -77,6 +78,12 @@ class Host:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        # What they leave behind ends with the host: a worker killed while its work horse (a
+        # fork, reparented to init) waited on the cut-off network would outlive the test.
+        pids = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         for log in self.logs:
             log.close()
 
