@@ -325,16 +325,6 @@ def _message_sums(filters: Filters, dimensions: tuple[str, ...], only_contacts=N
     return _grouping_sets(query, keys, sets).cte("messages")
 
 
-def _conversion_events(filters: Filters):
-    e = ContactEvent.__table__
-    return select(
-        e.c.id,
-        e.c.contact_id,
-        e.c.occurred_at,
-        func.coalesce(e.c.properties["amount"].as_float(), 0.0).label("amount"),
-    ).where(e.c.kind == filters.conversion_kind)
-
-
 SUM_COLUMNS = (
     "audience",
     "attempted",
@@ -373,7 +363,7 @@ def grouped_statement(filters: Filters, dimensions: tuple[str, ...] = DIMENSIONS
     e = ContactEvent.__table__
     only = select(e.c.contact_id).where(e.c.kind == filters.conversion_kind) if converting_only else None
     messages = _message_sums(filters, dimensions, only)
-    conv = _conversion_events(filters).subquery("conv")
+    conv = rollups.conversion_events(filters.conversion_kind).subquery("conv")
 
     # Per campaign and contact: sums over its messages, first and last delivery.
     pair = (
@@ -641,8 +631,13 @@ def rollups_answer(filters: Filters) -> bool:
 
 
 def _rolled_up(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, dict[str, dict[str, Metrics]]]:
-    """The figures from the rollups; conversions, which depend on the chosen event and window,
-    from the ledger of the contacts who had such an event only."""
+    """The figures from the rollups; conversions too when they count the chosen event and
+    window (rollups.CONVERSION_KIND and CONVERSION_DAYS, the default), otherwise from the
+    ledger of the contacts who had such an event only."""
+    rolled_conversions = (filters.conversion_kind, filters.conversion_days) == (
+        rollups.CONVERSION_KIND,
+        rollups.CONVERSION_DAYS,
+    )
     r = ReportRollup.__table__
     keys = (r.c.campaign_id, r.c.step_id, r.c.channel, r.c.dimension, r.c.key)
     contact_dimensions = [d for d in dimensions if d in CONTACT_DIMENSIONS]
@@ -658,10 +653,13 @@ def _rolled_up(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, 
     total = Metrics(key="", label="")
     found: dict[str, dict[str, Metrics]] = {d: {} for d in dimensions}
 
-    def add(target: Metrics, row: Any, reached: int) -> None:
+    def add(target: Metrics, row: Any, reached: int, counted: str = "") -> None:
         for name in MESSAGE_SUMS:
             setattr(target, name, getattr(target, name) + row[name])
         target.reached += reached
+        if rolled_conversions:
+            target.conversions += row[f"{counted}converted"]
+            target.attributed_revenue += row[f"{counted}revenue"]
 
     for row in db.session.execute(query).mappings():
         if row["dimension"]:
@@ -669,15 +667,17 @@ def _rolled_up(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, 
             continue
         add(total, row, row["reached"])
         # A step has one message per contact: the contacts it reached are its delivered messages.
-        for dimension, key, reached in (
-            ("campaign", row["campaign_id"], row["reached"]),
-            ("step", row["step_id"], row["delivered"]),
-            ("channel", row["channel"], row[channel_reach]),
+        for dimension, key, reached, counted in (
+            ("campaign", row["campaign_id"], row["reached"], ""),
+            ("step", row["step_id"], row["delivered"], "step_"),
+            ("channel", row["channel"], row[channel_reach], channel_reach.removesuffix("reached")),
         ):
             if dimension in found:
-                add(found[dimension].setdefault(str(key), Metrics(key=str(key))), row, reached)
+                add(found[dimension].setdefault(str(key), Metrics(key=str(key))), row, reached, counted)
     if "tag" in found:
         found["tag"] = _tag_names(found["tag"])
+    if rolled_conversions:
+        return total, found
     converted_total, converted = _exact(filters, dimensions, converting_only=True)
     pairs = [(total, converted_total)]
     pairs += [(metrics, converted[d].get(key)) for d in dimensions for key, metrics in found[d].items()]
@@ -707,7 +707,11 @@ def _uncosted(filters: Filters, dimensions: tuple[str, ...]) -> tuple[Metrics, d
 def _finished(
     total: Metrics, found: dict[str, dict[str, Metrics]], filters: Filters
 ) -> tuple[Metrics, dict[str, list[Metrics]]]:
-    """Costs added (they are entered by hand, so always read as they are now); largest first."""
+    """Costs added (they are entered by hand, so always read as they are now); revenue to the
+    fen (the database and the rollups add the same amounts in different orders, and a float
+    sum's last bits depend on the order); largest first."""
+    for metrics in (total, *(m for rows in found.values() for m in rows.values())):
+        metrics.attributed_revenue = round(metrics.attributed_revenue, 2)
     if "campaign" in found:
         _add_costs(total, found["campaign"], filters)
     return total, {d: sorted(rows.values(), key=lambda m: (-m.audience, m.label)) for d, rows in found.items()}

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -139,6 +140,18 @@ class ReportRollup(db.Model):
     reached: Mapped[int] = mapped_column(Integer, default=0)
     channel_reached: Mapped[int] = mapped_column(Integer, default=0)
     all_channel_reached: Mapped[int] = mapped_column(Integer, default=0)
+    # Conversions of rollups.CONVERSION_KIND within CONVERSION_DAYS and the revenue they
+    # bring: a contact's in a campaign counted on its first delivered message there; a
+    # step's on each of its messages; a channel's once per contact, within the campaign and
+    # across all of them (on the first delivered message of each, like the reach counters).
+    converted: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    step_converted: Mapped[int] = mapped_column(Integer, default=0)
+    step_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    channel_converted: Mapped[int] = mapped_column(Integer, default=0)
+    channel_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    all_channel_converted: Mapped[int] = mapped_column(Integer, default=0)
+    all_channel_revenue: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class ReportSeriesCount(db.Model):

@@ -11,6 +11,11 @@ what they add now and what they added when last counted (kept per contact in
 refresh runs is simply left for the next one: unlike a sequence high-water mark, no change
 whose transaction commits late can be skipped.
 
+The conversions of the dashboard's default kind and window (CONVERSION_KIND within
+CONVERSION_DAYS) are counted the same way, from the contact's events of that kind (a trigger
+notes the contact when one is written, changed or deleted); other kinds and windows are read
+from the ledger (metrics._rolled_up).
+
 A contact's messages are few (one per step), so a refresh costs in proportion to what changed,
 never to the size of the ledger. Unique counts stay exact: every message adds at most 1 to
 each of its counters; a campaign's reach is counted on the first delivered message of each
@@ -35,7 +40,7 @@ from sqlalchemy import BigInteger, any_, delete, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from portal.audience.models import Contact, ContactTag
+from portal.audience.models import Contact, ContactEvent, ContactTag
 from portal.delivery import intake
 from portal.delivery.models import SETTLED_STATUSES, Delivery, DeliveryStatus
 from portal.extensions import db
@@ -75,7 +80,20 @@ COUNTERS = (
     "reached",
     "channel_reached",
     "all_channel_reached",
+    "converted",
+    "revenue",
+    "step_converted",
+    "step_revenue",
+    "channel_converted",
+    "channel_revenue",
+    "all_channel_converted",
+    "all_channel_revenue",
 )
+# The conversions the rollups count: the dashboard's default (metrics.Filters), what every
+# manager sees first. Conversions of another kind or window are computed from the ledger. The
+# trigger that notes contacts whose events of this kind change (migration 0025) names it too.
+CONVERSION_KIND = "purchase"
+CONVERSION_DAYS = 30
 SERIES = ("sent", "opens", "clicks")
 BATCH_CONTACTS = 2000
 STATE_ID = 1
@@ -96,9 +114,58 @@ def _hour(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
 
 
-def _contact_state(dimensions: list[list[str]], messages: list[Any]) -> dict[str, Any]:
+def conversion_events(kind: str):
+    """Events of `kind` as conversions count them: id, contact, when, and the "amount" they
+    bring (0 without one)."""
+    e = ContactEvent.__table__
+    amount = func.coalesce(e.c.properties["amount"].as_float(), 0.0)
+    return select(e.c.id, e.c.contact_id, e.c.occurred_at, amount.label("amount")).where(e.c.kind == kind)
+
+
+_WINDOW = timedelta(days=CONVERSION_DAYS)
+_CONVERSIONS_AT = COUNTERS.index("converted")
+
+
+def _converted(events: list[Any], spans: Iterable[tuple[datetime, datetime]]) -> tuple[int, float]:
+    """(1 if any event falls in one of the spans [start, end), the amount of those events)."""
+    spans = list(spans)
+    found = [e.amount for e in events if any(start <= e.occurred_at < end for start, end in spans)]
+    return (1 if found else 0), sum(found)
+
+
+def _conversions(delivered: list[Any], events: list[Any]) -> dict[int, list[float]]:
+    """Message id -> what it adds to the conversion counters (COUNTERS from "converted" on),
+    as metrics.grouped_statement defines them: a contact converted in a campaign when an event
+    came no earlier than the first message delivered there and less than the window after the
+    last; in a step, within the window after that step's message; in a channel, within the
+    window after any of its messages (each event once)."""
+    added: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0, 0.0, 0, 0.0, 0, 0.0])
+    if not events:
+        return added
+    sent = [m for m in delivered if m.sent_at is not None]
+    by_campaign: dict[Any, list[Any]] = defaultdict(list)
+    by_campaign_channel: dict[Any, list[Any]] = defaultdict(list)
+    by_channel: dict[Any, list[Any]] = defaultdict(list)
+    for m in sent:
+        by_campaign[m.campaign_id].append(m)
+        by_campaign_channel[(m.campaign_id, m.channel)].append(m)
+        by_channel[m.channel].append(m)
+    for m in sent:
+        added[m.id][2:4] = _converted(events, [(m.sent_at, m.sent_at + _WINDOW)])
+    for messages in by_campaign.values():
+        first, last = min(m.sent_at for m in messages), max(m.sent_at for m in messages)
+        added[messages[0].id][0:2] = _converted(events, [(first, last + _WINDOW)])
+    for offset, groups in ((4, by_campaign_channel), (6, by_channel)):
+        for messages in groups.values():
+            spans = [(m.sent_at, m.sent_at + _WINDOW) for m in messages]
+            added[messages[0].id][offset : offset + 2] = _converted(events, spans)
+    return added
+
+
+def _contact_state(dimensions: list[list[str]], messages: list[Any], events: list[Any]) -> dict[str, Any]:
     """What one contact's messages add: their counters per (campaign, step, channel, day), their
-    series entries, and the dimension keys they are counted under."""
+    series entries, and the dimension keys they are counted under. `events`: the contact's
+    events of CONVERSION_KIND."""
     cells: dict[tuple, list[int]] = {}
     series: dict[tuple, int] = defaultdict(int)
     delivered = sorted(
@@ -116,6 +183,7 @@ def _contact_state(dimensions: list[list[str]], messages: list[Any]) -> dict[str
     reach_ids = set(first_of_campaign.values())
     channel_reach_ids = set(first_of_campaign_channel.values())
     all_channel_reach_ids = set(first_of_channel.values())
+    conversions = _conversions(delivered, events)
     for m in messages:
         status = m.status
         is_delivered = status == DeliveryStatus.SENT
@@ -142,6 +210,10 @@ def _contact_state(dimensions: list[list[str]], messages: list[Any]) -> dict[str
         ):
             if flag:
                 cell[i] += 1
+        added = conversions.get(m.id)
+        if added is not None:
+            for i, value in enumerate(added, start=_CONVERSIONS_AT):
+                cell[i] += value
         if is_delivered and m.sent_at is not None:
             for name, moment in (("sent", m.sent_at), ("opens", m.opened_at), ("clicks", m.clicked_at)):
                 if moment is not None:
@@ -162,6 +234,8 @@ def _add(state: dict[str, Any] | None, sign: int, by_keys: dict, series: dict) -
     cells = by_keys[tuple(tuple(pair) for pair in state["keys"])]
     for *key, counters in state["cells"]:
         key = tuple(key)
+        if len(counters) < len(COUNTERS):  # counted before the conversions were (migration 0025)
+            counters = [*counters, *[0] * (len(COUNTERS) - len(counters))]
         target = cells.get(key)
         if target is None:
             cells[key] = [sign * value for value in counters]
@@ -206,6 +280,13 @@ def _current_states(contact_ids: list[int]) -> dict[int, dict[str, Any]]:
     fields = db.session.execute(
         select(Contact.id, *CONTACT_FIELDS.values()).where(_among(Contact.id, list(by_contact)))
     ).all()
+    events: dict[int, list[Any]] = defaultdict(list)
+    for event in db.session.execute(
+        conversion_events(CONVERSION_KIND)
+        .where(_among(ContactEvent.__table__.c.contact_id, list(by_contact)))
+        .order_by(ContactEvent.__table__.c.id)
+    ):
+        events[event.contact_id].append(event)
     tags: dict[int, list[int]] = defaultdict(list)
     for contact_id, tag_id in db.session.execute(
         select(ContactTag.contact_id, ContactTag.tag_id).where(_among(ContactTag.contact_id, list(by_contact)))
@@ -217,7 +298,7 @@ def _current_states(contact_ids: list[int]) -> dict[int, dict[str, Any]]:
         dimensions = [["", ""]]
         dimensions += [[name, value or ""] for name, value in zip(CONTACT_FIELDS, values, strict=True)]
         dimensions += [["tag", str(tag_id)] for tag_id in sorted(tags[contact_id])] or [["tag", ""]]
-        states[contact_id] = _contact_state(dimensions, by_contact[contact_id])
+        states[contact_id] = _contact_state(dimensions, by_contact[contact_id], events[contact_id])
     return states
 
 

@@ -3,14 +3,17 @@ tests/reports/conftest.py changed the way sends, tracking, unsubscribes and eras
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import delete, func, select, text, update
 
-from portal.audience.models import Contact, ContactTag, Tag
+from portal.audience.models import Contact, ContactEvent, ContactTag, Tag
 from portal.audience.privacy import erase_person
+from portal.audience.service import record_event
 from portal.auth.models import User
 from portal.delivery import tracking
 from portal.delivery.models import Delivery, DeliveryStatus
@@ -132,6 +135,28 @@ def test_rollups_equal_a_full_recomputation_after_sends_tracking_unsubscribes_an
     assert tracking.unsubscribe(UnsubscribeTarget(rows[c1.id].id, c1.id), method="one_click")
     assert_rollups_equal_recomputation(report_data)
 
+    # Purchases (the conversions the rollups count) recorded, moved and deleted: c2 buys twice
+    # after the new step (amounts whose float sums depend on their order), c5 buys after its
+    # soft bounce (no conversion), c4 buys in the window of the other campaign.
+    first = record_event(c2.id, "purchase", sent_at + timedelta(days=1), {"amount": 0.1}, "api:shop")
+    record_event(c2.id, "purchase", sent_at + timedelta(days=2), {"amount": 0.2}, "api:shop")
+    record_event(c5.id, "purchase", sent_at + timedelta(days=1), {"amount": 80}, "api:shop")
+    record_event(c4.id, "purchase", T0 + timedelta(days=9), {"amount": 19.9}, "api:shop")
+    record_event(c3.id, "download", sent_at + timedelta(days=1), {"amount": 5}, "api:shop")
+    assert_rollups_equal_recomputation(report_data)
+    converted_before = metrics.grouped(metrics.Filters(campaign_ids=(report_data["campaign"],)))[0].conversions
+    db.session.execute(
+        update(ContactEvent).where(ContactEvent.id == first).values(occurred_at=sent_at + timedelta(days=45))
+    )
+    db.session.commit()
+    assert_rollups_equal_recomputation(report_data)
+    db.session.execute(delete(ContactEvent).where(ContactEvent.contact_id == c1.id, ContactEvent.kind == "purchase"))
+    db.session.commit()
+    assert_rollups_equal_recomputation(report_data)
+    # c1's purchase is gone: one conversion fewer in the campaign (c2's second purchase stays).
+    converted_after = metrics.grouped(metrics.Filters(campaign_ids=(report_data["campaign"],)))[0].conversions
+    assert converted_after == converted_before - 1
+
     # Grouping fields change: a tag given, a contact moving province.
     vip = db.session.scalar(select(Tag).where(Tag.name == "VIP"))
     db.session.add(ContactTag(contact_id=c3.id, tag_id=vip.id))
@@ -179,3 +204,43 @@ def test_filters_the_rollups_cannot_answer_exactly_are_computed_from_the_ledger(
     filters = metrics.Filters.from_params({"campaign_ids": [report_data["campaign"]], **params})
     assert not metrics.rollups_answer(filters)
     assert metrics.grouped(filters) == metrics.recomputed(filters)
+
+
+def test_rollups_counted_before_they_held_conversions_count_them_after_the_upgrade(app, db, report_data):
+    """A database counted by the older rollups (revision 0024: no conversion counters) is
+    upgraded: the contacts with purchases are counted again at the next refresh, and every
+    figure equals a full recomputation, although the states kept for the others are older."""
+    rollups.refresh()
+    older = rollups.COUNTERS[: rollups.COUNTERS.index("converted")]
+    kept = {
+        table: [dict(row) for row in db.session.execute(text(f"SELECT * FROM {table}")).mappings()]
+        for table in ("report_rollups", "report_series_counts", "report_counted_contacts", "report_rollup_state")
+    }
+    for row in kept["report_rollups"]:
+        for name in rollups.COUNTERS[len(older) :]:
+            del row[name]
+    for row in kept["report_counted_contacts"]:
+        state = row["state"] if isinstance(row["state"], dict) else json.loads(row["state"])
+        state["cells"] = [[*cell[:-1], cell[-1][: len(older)]] for cell in state["cells"]]
+        row["state"] = json.dumps(state)
+    db.session.remove()
+    downgrade(revision="0024")
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(text("DELETE FROM report_dirty_contacts"))
+            for table, rows in kept.items():
+                connection.execute(text(f"DELETE FROM {table}"))
+                columns = list(rows[0])
+                connection.execute(
+                    text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
+                    rows,
+                )
+    finally:
+        upgrade()
+    rollups.forget_state()
+    noted = set(db.session.scalars(select(ReportDirtyContact.contact_id)))
+    buyers = set(db.session.scalars(select(ContactEvent.contact_id).where(ContactEvent.kind == "purchase")))
+    assert noted == buyers & set(db.session.scalars(select(Delivery.contact_id)))
+    assert_rollups_equal_recomputation(report_data)
+    total, _groups = metrics.grouped(metrics.Filters(campaign_ids=(report_data["campaign"],)))
+    assert {name: getattr(total, name) for name in FIGURES} == FIGURES
