@@ -15,13 +15,14 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Select, bindparam, delete, insert, inspect, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.datastructures import CallbackDict
 
@@ -204,23 +205,76 @@ def _signed_in_query() -> Select:
     )
 
 
+class _DriverStatement(NamedTuple):
+    """A statement compiled once for one dialect, to run on the driver's own cursor."""
+
+    sql: str
+    binds: tuple[str, ...] | None  # the parameters' order, for drivers that take them by position
+    names: tuple[str, ...]
+    processors: tuple[Any, ...]  # SQLAlchemy's conversion of each column's value, or None
+
+
+@lru_cache(maxsize=8)
+def _compiled(dialect: Dialect) -> _DriverStatement:
+    statement = _signed_in_query()
+    compiled = statement.compile(dialect=dialect)
+    columns = list(statement.selected_columns)
+    return _DriverStatement(
+        str(compiled),
+        tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None,
+        tuple(statement.selected_columns.keys()),
+        tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns),
+    )
+
+
+def _read_signed_in(id_hash: str) -> list[dict[str, Any]]:
+    """The rows of _signed_in_query, run on a pooled connection's driver cursor: SQLAlchemy's
+    execution of it (result set-up, isolation level set and reset through the engine) cost
+    twice the round trip itself, on every signed-in request. The values pass through the same
+    type conversions as SQLAlchemy's own results."""
+    engine = db.engine
+    statement = _compiled(engine.dialect)
+    params: Any = {"id_hash": id_hash}
+    if statement.binds is not None:
+        params = tuple(params[name] for name in statement.binds)
+    connection = engine.raw_connection()
+    try:
+        driver = connection.driver_connection
+        autocommit = engine.dialect.name == "postgresql"
+        if autocommit:
+            # One statement is its own snapshot: no BEGIN before it and no ROLLBACK after.
+            driver.autocommit = True
+        cursor = driver.cursor()
+        try:
+            cursor.execute(statement.sql, params)
+            found = cursor.fetchall()
+        except Exception as error:
+            if engine.dialect.is_disconnect(error, driver, cursor):
+                connection.invalidate(error)
+            raise
+        finally:
+            cursor.close()
+            if autocommit and not driver.closed:
+                driver.autocommit = False
+    finally:
+        connection.close()
+    return [
+        {
+            name: value if process is None else process(value)
+            for name, process, value in zip(statement.names, statement.processors, row, strict=True)
+        }
+        for row in found
+    ]
+
+
 def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     """The session row, read in ONE round trip with what every signed-in page needs next: its
     user with their roles (put into the request's ORM session, where the user loader's
     `db.session.get` finds them without a query) and their unread notification count (kept
     for the header by notify.remember_unread). Everything is read afresh on every request,
-    so a revoked session, a deactivated user or a changed role takes effect at once.
-
-    One statement is its own snapshot, so it is read on an autocommit connection: no BEGIN
-    before it and no ROLLBACK after, and a page that needs nothing else from the database
-    (a kept dashboard) costs this one round trip."""
-    with db.engine.connect() as connection:
-        rows = (
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(_signed_in_query(), {"id_hash": id_hash})
-            .mappings()
-            .all()
-        )
+    so a revoked session, a deactivated user or a changed role takes effect at once; a page
+    that needs nothing else from the database (a kept dashboard) costs this one round trip."""
+    rows = _read_signed_in(id_hash)
     if not rows:
         return None, None
     first = rows[0]

@@ -75,3 +75,25 @@ def test_next_paths_with_control_characters_are_not_followed(app):
         assert safe_next("/\t/evil.example") == "/"
         assert safe_next("//evil.example") == "/"
         assert safe_next("/content?page=2") == "/content?page=2"
+
+
+def test_the_signed_in_read_gives_the_values_sqlalchemy_gives(app, client, login_as):
+    """The session read runs on the driver's cursor; its values (the session data, times in
+    UTC, the roles' permission lists, the unread count) are converted as SQLAlchemy's own
+    execution of the same statement converts them, on either database."""
+    from portal import notify
+    from portal.auth import sessions
+
+    login_as("marketing_manager")
+    with app.app_context():
+        user_id = db.session.scalar(select(WebSession.user_id))
+        notify.notify([user_id], "月报已生成", "/reports/")
+        db.session.commit()
+        id_hash = db.session.scalar(select(WebSession.id_hash))
+        expected = [
+            dict(row) for row in db.session.execute(sessions._signed_in_query(), {"id_hash": id_hash}).mappings()
+        ]
+        found = sessions._read_signed_in(id_hash)
+    assert found == expected
+    assert found[0]["unread"] == 1 and found[0]["created_at"].utcoffset() == timedelta(0)
+    assert isinstance(found[0]["data"], dict) and all(isinstance(r["role_permissions"], list) for r in found)
