@@ -66,14 +66,15 @@ def _connection(redis: Redis) -> Connection:
     return _thread.connection
 
 
-def append(kind: str, recipient: Recipient, url: str = "") -> bool:
+def append(kind: str, recipient: Recipient, url: str = "", redis: Redis | None = None) -> bool:
     """Take an open or a click; False when Redis cannot (the caller writes it directly). The
-    event's time is the moment Redis took it (the entry's id)."""
+    event's time is the moment Redis took it (the entry's id). `redis` is the app's client, for
+    a caller outside an app context (the tracking endpoints)."""
     fields = ["k", str(kind), "c", recipient.contact_id, "d", recipient.delivery_id or ""]
     if url:
         fields += ["u", url]
     try:
-        connection = _connection(_redis())
+        connection = _connection(_redis() if redis is None else redis)
         connection.send_command("XADD", STREAM, "*", *fields)
         connection.read_response()
     except RedisError:

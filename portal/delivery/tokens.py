@@ -14,10 +14,13 @@ purpose is worthless for another:
 Until the deliveries ledger exists the delivery id may be None; the contact id is what the
 endpoints act on. Tokens do not expire: an unsubscribe link must keep working for years.
 
-The recipient tokens (open, click, unsubscribe) are itsdangerous `URLSafeSerializer` tokens,
-read by itsdangerous; a sender makes three per message, so they are made here without its
-per-call work (deriving the key, trying zlib on a dozen bytes, JSON): the same bytes for
-every id of a real ledger, so links already sent and links sent now read alike.
+The recipient tokens (open, click, unsubscribe) are itsdangerous `URLSafeSerializer` tokens;
+a sender makes three per message, so they are made here without its per-call work (deriving
+the key, trying zlib on a dozen bytes, JSON): the same bytes for every id of a real ledger, so
+links already sent and links sent now read alike. The tracking endpoints read one or two
+tokens per request, the busiest path of the portal: a token's signature is checked with the
+key derived once, and its payload read by itsdangerous; a token that fails that check goes
+through itsdangerous whole, which refuses it (or reads it, were it ever signed another way).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import secrets
 from typing import Any, NamedTuple
 
 from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous.encoding import base64_decode
 
 SALT_OPEN = "delivery.open"
 SALT_CLICK = "delivery.click"
@@ -66,8 +70,11 @@ def _ids(value: Any) -> Recipient | None:
     return None
 
 
-class _RecipientSigner:
-    """`serializer.dumps([delivery_id, contact_id])` in about 2 µs instead of 40: the HMAC
+class _Signer:
+    """One serializer's tokens made and read with its HMAC key derived once (by itsdangerous
+    itself).
+
+    `dumps`: `serializer.dumps([delivery_id, contact_id])` in about 2 µs instead of 40: the HMAC
     key is derived once (by itsdangerous itself) and the payload is the compact JSON of two
     integers, base64url without padding, signed with HMAC-SHA1 over it, as itsdangerous does.
 
@@ -90,6 +97,25 @@ class _RecipientSigner:
         signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
         return (payload + b"." + signature).decode("ascii")
 
+    def loads(self, token: str) -> Any:
+        """`serializer.loads(token)` in a few µs instead of 18: what itsdangerous's unsign does
+        (the value before the last ".", the signature after it decoded its way and compared in
+        constant time), with the key derived once; the payload read by itsdangerous itself.
+        Raises BadData as itsdangerous would."""
+        signed = token.encode("utf-8")
+        value, sep, signature = signed.rpartition(b".")
+        if sep:
+            try:
+                expected = base64_decode(signature)
+            except BadData:
+                expected = None
+            if expected is not None:
+                mac = self._mac.copy()
+                mac.update(value)
+                if hmac.compare_digest(mac.digest(), expected):
+                    return self._serializer.load_payload(value)
+        return self._serializer.loads(token)
+
 
 class TrackingTokens:
     """Makes and reads the tokens; build one per process (see `tracking_tokens`)."""
@@ -103,9 +129,10 @@ class TrackingTokens:
         self._link = serializer(SALT_LINK)
         self._unsubscribe = serializer(SALT_UNSUBSCRIBE)
         self._unsubscribe_test = serializer(SALT_UNSUBSCRIBE_TEST)
-        self._open_signer = _RecipientSigner(self._open)
-        self._click_signer = _RecipientSigner(self._click)
-        self._unsubscribe_signer = _RecipientSigner(self._unsubscribe)
+        self._open_signer = _Signer(self._open)
+        self._click_signer = _Signer(self._click)
+        self._link_signer = _Signer(self._link)  # reads links; they are made by itsdangerous
+        self._unsubscribe_signer = _Signer(self._unsubscribe)
 
     # -- making -------------------------------------------------------------------------
     def open_token(self, delivery_id: int | None, contact_id: int) -> str:
@@ -125,11 +152,11 @@ class TrackingTokens:
 
     # -- reading: None for anything not made by us for this purpose ------------------------
     def read_open(self, token: str) -> Recipient | None:
-        return _ids(self._loads(self._open, token))
+        return _ids(self._loads(self._open_signer, token))
 
     def read_click(self, click_token: str, link_token: str) -> tuple[Recipient, str] | None:
-        recipient = _ids(self._loads(self._click, click_token))
-        url = self._loads(self._link, link_token)
+        recipient = _ids(self._loads(self._click_signer, click_token))
+        url = self._loads(self._link_signer, link_token)
         if recipient is None or not isinstance(url, str) or not _is_http(url):
             return None
         return recipient, url
@@ -144,7 +171,7 @@ class TrackingTokens:
         return None
 
     @staticmethod
-    def _loads(serializer: URLSafeSerializer, token: str) -> Any:
+    def _loads(serializer: URLSafeSerializer | _Signer, token: str) -> Any:
         try:
             return serializer.loads(token)
         except (BadData, ValueError, UnicodeError):

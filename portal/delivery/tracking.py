@@ -78,8 +78,11 @@ def note_on_delivery(delivery_id: int | None, contact_id: int, kind: str, at: da
         )
 
 
-def _record_now(recipient: Recipient, kind: str, properties: dict[str, Any]) -> None:
-    """Write an open or a click at once (when the intake cannot take it)."""
+def record_now(recipient: Recipient, kind: str, url: str = "") -> None:
+    """Write an open or a click (with its `url`) at once: for when the intake cannot take it."""
+    properties: dict[str, Any] = {"delivery_id": recipient.delivery_id}
+    if kind == EventKind.EMAIL_CLICK:
+        properties["url"] = url
     now = utcnow()
     _record_event(recipient.contact_id, kind, properties, now)
     note_on_delivery(recipient.delivery_id, recipient.contact_id, kind, now)
@@ -89,13 +92,13 @@ def _record_now(recipient: Recipient, kind: str, properties: dict[str, Any]) -> 
 def record_open(recipient: Recipient) -> None:
     """Record that `recipient` opened the email (the pixel was fetched)."""
     if not intake.append(EventKind.EMAIL_OPEN, recipient):
-        _record_now(recipient, EventKind.EMAIL_OPEN, {"delivery_id": recipient.delivery_id})
+        record_now(recipient, EventKind.EMAIL_OPEN)
 
 
 def record_click(recipient: Recipient, url: str) -> None:
     """Record that `recipient` followed the link to `url`."""
     if not intake.append(EventKind.EMAIL_CLICK, recipient, url):
-        _record_now(recipient, EventKind.EMAIL_CLICK, {"delivery_id": recipient.delivery_id, "url": url})
+        record_now(recipient, EventKind.EMAIL_CLICK, url)
 
 
 class UnsubscribeView(NamedTuple):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from itsdangerous import URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 
 from portal.delivery.tokens import (
     SALT_CLICK,
+    SALT_LINK,
     SALT_OPEN,
     SALT_UNSUBSCRIBE,
     LinkTracker,
@@ -90,6 +91,52 @@ def test_a_forged_recipient_token_is_refused(tokens):
     assert tokens.read_open(f"{other_payload}.{signature}") is None
     flipped = ("B" if signature[0] == "A" else "A") + signature[1:]
     assert tokens.read_open(f"{payload}.{flipped}") is None
+
+
+def _itsdangerous_reads(serializer: URLSafeSerializer, token: str):
+    try:
+        return ("read", serializer.loads(token))
+    except (BadData, ValueError, UnicodeError):
+        return ("refused",)
+
+
+def _we_read(tokens: TrackingTokens, signer_name: str, token: str):
+    try:
+        return ("read", getattr(tokens, signer_name).loads(token))
+    except (BadData, ValueError, UnicodeError):
+        return ("refused",)
+
+
+def test_tokens_are_read_as_itsdangerous_reads_them(tokens):
+    # The endpoints check signatures with the key derived once: what they read or refuse is
+    # exactly what itsdangerous would, for good tokens, tampered ones and odd shapes.
+    url = "https://www.example.com/offer?x=1"
+    theirs = URLSafeSerializer("a-secret", salt=SALT_OPEN)
+    good = [tokens.open_token(5, 9), theirs.dumps([1_111_111_111_111_111_111, 2_222_222_222_222_222_222])]
+    payload, signature = good[0].split(".")
+    shapes = [
+        *good,
+        f"{payload}.{signature}==",  # padding itsdangerous adds back anyway
+        f"{payload}.{signature[:-1]}",
+        f"{payload}.{signature}\u00e9",  # a character base64 decoding drops
+        f"{payload}.",
+        f".{signature}",
+        payload,
+        "",
+        ".",
+        f"{payload}x.{signature}",
+        f"{theirs.dumps('not ids')}",
+        f"{payload}.{signature}.{signature}",
+        "@@@." + signature,
+        URLSafeSerializer("other", salt=SALT_OPEN).dumps([5, 9]),
+        URLSafeSerializer("a-secret", salt=SALT_LINK).dumps(url),
+        "\ud800." + signature,
+    ]
+    for token in shapes:
+        assert _we_read(tokens, "_open_signer", token) == _itsdangerous_reads(theirs, token), token
+    link = URLSafeSerializer("a-secret", salt=SALT_LINK)
+    for token in (tokens.link_token(url), tokens.link_token(url)[:-2], tokens.open_token(5, 9)):
+        assert _we_read(tokens, "_link_signer", token) == _itsdangerous_reads(link, token), token
 
 
 def test_rewrite_sends_every_http_link_through_the_click_redirect(tokens):
