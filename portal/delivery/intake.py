@@ -221,9 +221,11 @@ def _first_times(events: Iterable[tuple[str, int, int | None, Any]]) -> tuple[di
 
 
 # PostgreSQL takes a batch as arrays: one statement for the events (an erased contact's dropped
-# by the join), one per first-time column (an erased contact's deliveries are gone with them),
+# by the join), one for the first times (an erased contact's deliveries are gone with them),
 # instead of a statement per row. Numbers travel as one array literal each (psycopg would check
-# every element of a list), times as milliseconds since the epoch.
+# every element of a list), times as milliseconds since the epoch. The first open and the first
+# click of a delivery are set by one UPDATE: a delivery first clicked in the batch gets one new
+# row version, and the rollups' trigger fires once for it, not once per column.
 _INSERT_EVENTS = text("""
 INSERT INTO contact_events (contact_id, kind, occurred_at, properties, source)
 SELECT batch.contact_id,
@@ -237,14 +239,15 @@ SELECT batch.contact_id,
   JOIN contacts ON contacts.id = batch.contact_id
  ORDER BY batch.n
 """)
-_FIRST_TIME = """
-UPDATE deliveries SET {column} = timestamptz 'epoch' + batch.ms * interval '1 millisecond'
-  FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:contact_ids AS bigint[]), CAST(:ms AS bigint[]))
-       AS batch(delivery_id, contact_id, ms)
+_FIRST_TIMES = text("""
+UPDATE deliveries
+   SET opened_at = coalesce(deliveries.opened_at, timestamptz 'epoch' + batch.opened_ms * interval '1 millisecond'),
+       clicked_at = coalesce(deliveries.clicked_at, timestamptz 'epoch' + batch.clicked_ms * interval '1 millisecond')
+  FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:contact_ids AS bigint[]), CAST(:opened_ms AS bigint[]),
+              CAST(:clicked_ms AS bigint[])) AS batch(delivery_id, contact_id, opened_ms, clicked_ms)
  WHERE deliveries.id = batch.delivery_id AND deliveries.contact_id = batch.contact_id
-   AND deliveries.{column} IS NULL
-"""
-_FIRST_TIMES = {column: text(_FIRST_TIME.format(column=column)) for column in ("opened_at", "clicked_at")}
+   AND (deliveries.opened_at IS NULL OR (deliveries.clicked_at IS NULL AND batch.clicked_ms IS NOT NULL))
+""")
 
 
 def _numbers(values: Iterable[int | None]) -> str:
@@ -266,14 +269,15 @@ def _write_postgresql(taken: Taken) -> None:
             "urls": [url if kind == EventKind.EMAIL_CLICK else None for kind, _, _, url, _ in taken],
         },
     )
+    # Every delivery clicked is opened as well: the opened keys hold the clicked ones.
     opened, clicked = _first_times((k, c, d, at) for (k, c, d, _, _), at in zip(taken, ms, strict=True))
-    for column, first_times in (("opened_at", opened), ("clicked_at", clicked)):
-        if first_times:
-            db.session.execute(
-                _FIRST_TIMES[column],
-                {
-                    "delivery_ids": _numbers([d for d, _ in first_times]),
-                    "contact_ids": _numbers([c for _, c in first_times]),
-                    "ms": _numbers(first_times.values()),
-                },
-            )
+    if opened:
+        db.session.execute(
+            _FIRST_TIMES,
+            {
+                "delivery_ids": _numbers([d for d, _ in opened]),
+                "contact_ids": _numbers([c for _, c in opened]),
+                "opened_ms": _numbers(opened.values()),
+                "clicked_ms": _numbers([clicked.get(key) for key in opened]),
+            },
+        )

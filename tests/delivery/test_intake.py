@@ -82,6 +82,23 @@ def test_taken_events_reach_the_database_only_when_written(sent):
     assert _delivery(a).opened_at == first_open and _delivery(a).clicked_at > first_open
 
 
+def test_later_opens_and_clicks_leave_the_first_times_as_they_are(sent):
+    a, b, c = sent
+    intake.append("email_click", a, "https://www.example.com/")
+    intake.append("email_open", b)
+    assert intake.flush() == 2
+    first = {r: (_delivery(r).opened_at, _delivery(r).clicked_at) for r in (a, b)}
+    intake.append("email_open", a)
+    intake.append("email_click", a, "https://www.example.com/")
+    intake.append("email_open", b)
+    intake.append("email_open", c)
+    intake.append("email_click", c, "https://www.example.com/")
+    assert intake.flush() == 5
+    assert {r: (_delivery(r).opened_at, _delivery(r).clicked_at) for r in (a, b)} == first
+    # In one batch the open came first: the click is later, and both are set.
+    assert _delivery(c).opened_at <= _delivery(c).clicked_at
+
+
 def test_an_erased_contacts_opens_are_dropped_and_the_rest_written(sent):
     a, b, _ = sent
     intake.append("email_open", a)
