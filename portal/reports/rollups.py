@@ -26,6 +26,7 @@ contact, and a channel's reach on the first delivered message of each contact on
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -510,12 +511,24 @@ def fresh_state() -> tuple[datetime | None, str]:
     refreshes at most a few batches itself; a bigger backlog is the periodic job's, and the
     page then says how old the figures are."""
     state = _state()
-    if state is None or utcnow() - state.refreshed_at > max_age() / 2:
-        db.session.commit()  # the refresh commits per batch; start it on a clean transaction
-        refresh(max_contacts=5 * BATCH_CONTACTS)
-        forget_state()
-        state = _state()
+    if _past_half(state):
+        # One thread of the process refreshes; the others that find the rollups past half
+        # their age meanwhile wait for it and take what it read, instead of each repeating it.
+        with _refreshing:
+            state = _state()
+            if _past_half(state):
+                db.session.commit()  # the refresh commits per batch; start it on a clean transaction
+                refresh(max_contacts=5 * BATCH_CONTACTS)
+                forget_state()
+                state = _state()
     return (state.refreshed_at, state.generation) if state is not None else (None, "")
+
+
+_refreshing = threading.Lock()
+
+
+def _past_half(state) -> bool:
+    return state is None or utcnow() - state.refreshed_at > max_age() / 2
 
 
 def figures_changed() -> None:

@@ -4,6 +4,9 @@ tests/reports/conftest.py changed the way sends, tracking, unsubscribes and eras
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +21,9 @@ from portal.auth.models import User
 from portal.delivery import tracking
 from portal.delivery.models import Delivery, DeliveryStatus
 from portal.delivery.tokens import Recipient, UnsubscribeTarget
+from portal.models_base import utcnow
 from portal.reports import metrics, rollups
-from portal.reports.models import ReportDirtyContact, ReportRollup
+from portal.reports.models import ReportDirtyContact, ReportRollup, ReportRollupState
 from tests.reports.conftest import FIGURES, T0
 
 
@@ -244,3 +248,35 @@ def test_rollups_counted_before_they_held_conversions_count_them_after_the_upgra
     assert_rollups_equal_recomputation(report_data)
     total, _groups = metrics.grouped(metrics.Filters(campaign_ids=(report_data["campaign"],)))
     assert {name: getattr(total, name) for name in FIGURES} == FIGURES
+
+
+def test_threads_finding_the_rollups_past_half_their_age_refresh_them_once(app, db, report_data, monkeypatch):
+    """Twenty managers' requests arriving as the figures pass half their age: one refresh, not one
+    per request, and every request gets the state it left."""
+    rollups.refresh()
+    db.session.execute(update(ReportRollupState).values(refreshed_at=utcnow() - timedelta(hours=1)))
+    db.session.commit()
+    rollups.forget_state()
+    refreshes = []
+    real_refresh = rollups.refresh
+
+    def refresh_slowly(*args, **kwargs):
+        refreshes.append(threading.get_ident())
+        time.sleep(0.2)  # long enough for every other request to arrive meanwhile
+        return real_refresh(*args, **kwargs)
+
+    monkeypatch.setattr(rollups, "refresh", refresh_slowly)
+    arrived = threading.Barrier(4)
+
+    def request(_n: int):
+        with app.app_context():
+            arrived.wait()
+            try:
+                return rollups.fresh_state()
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(4) as pool:
+        states = list(pool.map(request, range(4)))
+    assert len(refreshes) == 1
+    assert len(set(states)) == 1 and utcnow() - states[0][0] < timedelta(minutes=1)
