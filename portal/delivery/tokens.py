@@ -26,6 +26,7 @@ through itsdangerous whole, which refuses it (or reads it, were it ever signed a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import html as html_lib
@@ -41,6 +42,8 @@ SALT_CLICK = "delivery.click"
 SALT_LINK = "delivery.link"
 SALT_UNSUBSCRIBE = "delivery.unsubscribe"
 SALT_UNSUBSCRIBE_TEST = "delivery.unsubscribe.test"
+# Link tokens whose reading each process keeps (a token is a few hundred bytes).
+LINKS_KEPT = 4096
 
 
 class Recipient(NamedTuple):
@@ -132,6 +135,8 @@ class TrackingTokens:
         self._open_signer = _Signer(self._open)
         self._click_signer = _Signer(self._click)
         self._link_signer = _Signer(self._link)  # reads links; they are made by itsdangerous
+        # A campaign's clicks carry the same few link tokens over and over: each is read once.
+        self._read_link = functools.lru_cache(maxsize=LINKS_KEPT)(self._read_link_uncached)
         self._unsubscribe_signer = _Signer(self._unsubscribe)
 
     # -- making -------------------------------------------------------------------------
@@ -156,10 +161,14 @@ class TrackingTokens:
 
     def read_click(self, click_token: str, link_token: str) -> tuple[Recipient, str] | None:
         recipient = _ids(self._loads(self._click_signer, click_token))
-        url = self._loads(self._link_signer, link_token)
-        if recipient is None or not isinstance(url, str) or not _is_http(url):
+        url = self._read_link(link_token)
+        if recipient is None or url is None:
             return None
         return recipient, url
+
+    def _read_link_uncached(self, link_token: str) -> str | None:
+        url = self._loads(self._link_signer, link_token)
+        return url if isinstance(url, str) and _is_http(url) else None
 
     def read_unsubscribe(self, token: str) -> UnsubscribeTarget | None:
         recipient = _ids(self._loads(self._unsubscribe, token))

