@@ -282,7 +282,7 @@ def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     if first["user_id"] is None:
         return row, None
     notify.remember_unread(first["user_id"], first["unread"])
-    user = _as_loaded(User, first, "user_")
+    user = _as_loaded(first)
     # Where functools.cached_property keeps its value: as User.permissions would compute it.
     user.__dict__["permissions"] = permissions_of(
         found["role_permissions"] for found in rows if found["role_permissions"] is not None
@@ -290,18 +290,17 @@ def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     return row, user
 
 
-def _as_loaded(model: type, found: Mapping[str, Any], prefix: str) -> Any:
-    """An instance of `model` from the columns `found` holds under `prefix`, in the request's ORM
-    session as if a query had loaded it (no history, nothing to flush; the other columns load
-    on first access): SQLAlchemy's way of attaching what was read elsewhere without reading it
-    again."""
-    identity = db.session.identity_map.get(inspect(model).identity_key_from_primary_key((found[f"{prefix}id"],)))
+def _as_loaded(found: Mapping[str, Any]) -> User:
+    """The user whose columns `found` holds (as "user_<column>"), in the request's ORM session as
+    if a query had loaded them (no history, nothing to flush; the other columns load on first
+    access): SQLAlchemy's way of attaching what was read elsewhere without reading it again."""
+    identity = db.session.identity_map.get(inspect(User).identity_key_from_primary_key((found["user_id"],)))
     if identity is not None:
         return identity
-    instance = model(**{key[len(prefix) :]: value for key, value in found.items() if key.startswith(prefix)})
-    make_transient_to_detached(instance)
-    db.session.add(instance)
-    return instance
+    user = User(**{column: found[f"user_{column}"] for column in USER_COLUMNS})
+    make_transient_to_detached(user)
+    db.session.add(user)
+    return user
 
 
 def _request_cookies():
