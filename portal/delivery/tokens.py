@@ -161,10 +161,12 @@ class TrackingTokens:
 
     def read_click(self, click_token: str, link_token: str) -> tuple[Recipient, str] | None:
         recipient = _ids(self._loads(self._click_signer, click_token))
-        url = self._read_link(link_token)
-        if recipient is None or url is None:
+        if recipient is None:
+            # Only a click of ours gets its link read: the links kept (_read_link) are then
+            # never filled by forged requests.
             return None
-        return recipient, url
+        url = self._read_link(link_token)
+        return None if url is None else (recipient, url)
 
     def _read_link_uncached(self, link_token: str) -> str | None:
         url = self._loads(self._link_signer, link_token)

@@ -211,3 +211,12 @@ def test_prepared_template_tracks_literal_links_and_leaves_template_built_ones_f
     assert 'href="https://mkt.example.com/u/tok"' in html and 'href="mailto:sales@example.com"' in html
     assert "\x00" not in html
     assert tracker.prepare('<a href="https://x.example.com/{{ contact.city }}">x</a>')[1]  # built by the template
+
+
+def test_only_a_click_of_ours_gets_its_link_read_and_kept(tokens):
+    link = tokens.link_token("https://example.com/a")
+    assert tokens.read_click("forged.token", link) is None
+    assert tokens.read_click("forged.token", "x" * 8000) is None
+    assert tokens._read_link.cache_info().currsize == 0
+    assert tokens.read_click(tokens.click_token(7, 3), link) == (Recipient(7, 3), "https://example.com/a")
+    assert tokens._read_link.cache_info().currsize == 1
