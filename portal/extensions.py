@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from flask import has_request_context
+from flask import session as web_session
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -26,7 +29,21 @@ class Base(DeclarativeBase):
     )
 
 
-db = SQLAlchemy(model_class=Base)
+class RequestSession(Session):
+    """An ORM session that, made during a request, takes in the signed-in user read with the
+    session row (portal.auth.sessions), as if one of its queries had loaded it. The user is
+    made outside any ORM session because a page that needs nothing else from the ORM (a kept
+    dashboard) spent a sixth of its time making, filling and closing one for it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if has_request_context():
+            user = getattr(web_session, "user", None)
+            if user is not None and inspect(user).detached:
+                self.add(user)
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": RequestSession})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

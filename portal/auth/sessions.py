@@ -12,6 +12,7 @@ that anonymous requests cannot fill the table; at sign-in it moves into a row un
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
@@ -21,12 +22,13 @@ from typing import Any, NamedTuple
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, bindparam, delete, insert, inspect, select, update
+from sqlalchemy import Select, Text, bindparam, cast, delete, insert, inspect, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.datastructures import CallbackDict
 
 from portal import notify
+from portal.access import Permission
 from portal.auth.models import Role, User, WebSession, permissions_of, user_roles
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -168,11 +170,10 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-# What every page reads of the signed-in user; the other columns (sign-in history,
-# second-factor state) load on first access, one query, where a page shows them. Of the roles
-# only their permissions are read: the user's permissions are made from them here, and the
-# roles themselves load on first access (building them cost as much as building the user).
-USER_COLUMNS = ("id", "sso_subject", "email", "name", "locale", "active", "must_change_password", "totp_secret")
+# Every column of the signed-in user is read with the session row, so that the user comes whole
+# (but for its roles, which load on first access) and never needs the database before the
+# request's ORM session is made (see _detached_user). Of the roles only their permissions are
+# read, as JSON text: the user's permissions are made from them here, cached by that text.
 
 
 class _SessionRow(NamedTuple):
@@ -189,12 +190,12 @@ def _signed_in_query() -> Select:
     sessions, users, roles = WebSession.__table__, User.__table__, Role.__table__
     return (
         select(
-            sessions.c.data,
+            cast(sessions.c.data, Text).label("data"),
             sessions.c.created_at,
             sessions.c.last_seen_at,
             notify.unread_count_of(sessions.c.user_id).label("unread"),
-            *(column.label(f"user_{column.key}") for column in users.c if column.key in USER_COLUMNS),
-            roles.c.permissions.label("role_permissions"),
+            *(column.label(f"user_{column.key}") for column in users.c),
+            cast(roles.c.permissions, Text).label("role_permissions"),
         )
         .select_from(
             sessions.outerjoin(users, users.c.id == sessions.c.user_id)
@@ -269,36 +270,50 @@ def _read_signed_in(id_hash: str) -> list[dict[str, Any]]:
 
 def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
     """The session row, read in ONE round trip with what every signed-in page needs next: its
-    user with their roles (put into the request's ORM session, where the user loader's
-    `db.session.get` finds them without a query) and their unread notification count (kept
-    for the header by notify.remember_unread). Everything is read afresh on every request,
-    so a revoked session, a deactivated user or a changed role takes effect at once; a page
-    that needs nothing else from the database (a kept dashboard) costs this one round trip."""
+    user with their roles' permissions and their unread notification count (kept for the
+    header by notify.remember_unread). Everything is read afresh on every request, so a
+    revoked session, a deactivated user or a changed role takes effect at once; a page that
+    needs nothing else from the database (a kept dashboard) costs this one round trip."""
     rows = _read_signed_in(id_hash)
     if not rows:
         return None, None
     first = rows[0]
-    row = _SessionRow(first["data"], first["created_at"], first["last_seen_at"])
+    row = _SessionRow(json.loads(first["data"]), first["created_at"], first["last_seen_at"])
     if first["user_id"] is None:
         return row, None
     notify.remember_unread(first["user_id"], first["unread"])
-    user = _as_loaded(first)
+    user = _detached_user(first)
     # Where functools.cached_property keeps its value: as User.permissions would compute it.
-    user.__dict__["permissions"] = permissions_of(
-        found["role_permissions"] for found in rows if found["role_permissions"] is not None
+    user.__dict__["permissions"] = _permissions(
+        tuple(found["role_permissions"] for found in rows if found["role_permissions"] is not None)
     )
     return row, user
 
 
-def _as_loaded(found: Mapping[str, Any]) -> User:
-    """The user whose columns `found` holds (as "user_<column>"), in the request's ORM session as
-    if a query had loaded them (no history, nothing to flush; the other columns load on first
-    access): SQLAlchemy's way of attaching what was read elsewhere without reading it again."""
-    identity = db.session.identity_map.get(inspect(User).identity_key_from_primary_key((found["user_id"],)))
-    if identity is not None:
-        return identity
-    user = User(**{column: found[f"user_{column}"] for column in USER_COLUMNS})
+@lru_cache(maxsize=256)
+def _permissions(granted: tuple[str, ...]) -> frozenset[Permission]:
+    """The permissions that roles' lists of names (JSON text, as read) give: the same few lists
+    come back on every request."""
+    return permissions_of(json.loads(names) for names in granted)
+
+
+def _detached_user(found: Mapping[str, Any]) -> User:
+    """The user whose columns `found` holds (as "user_<column>"), as a query would have loaded
+    it, but in no ORM session yet: a persistent object between sessions (SQLAlchemy's
+    "detached"). The request's ORM session takes it in when it is made (extensions.RequestSession),
+    so that everything that reads or changes the user through the ORM finds this one object; a
+    page that needs no ORM session (a kept dashboard) then never pays for making one. An ORM
+    session made before the request (a test's application context) takes it in now, or gives
+    the object it already holds for that user."""
+    mapper = inspect(User)
+    user = mapper.class_manager.new_instance()
+    user.__dict__.update({prop.key: found[f"user_{prop.columns[0].key}"] for prop in mapper.column_attrs})
     make_transient_to_detached(user)
+    if not db.session.registry.has():
+        return user
+    held = db.session.identity_map.get(inspect(user).key)
+    if held is not None:
+        return held
     db.session.add(user)
     return user
 

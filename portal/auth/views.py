@@ -29,6 +29,7 @@ from markupsafe import Markup
 from portal.access import SECOND_FACTOR_AT_KEY, SIGNED_IN_AT_KEY, ReauthenticationRequired, public, signed_in
 from portal.auth import mfa, oidc, service
 from portal.auth.forms import CodeForm, LocalSignInForm, PasswordChangeForm
+from portal.auth.models import User
 from portal.extensions import limiter, login_manager
 from portal.htmx import is_htmx, same_site_path
 from portal.models_base import utcnow
@@ -46,7 +47,17 @@ TOTP_PENDING_KEY = "totp_pending_secret"
 # providers use lower-case words with underscores).
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-login_manager.user_loader(service.load_user)
+
+@login_manager.user_loader
+def load_signed_in_user(user_id: str) -> User | None:
+    """The user read with this request's session row (portal.auth.sessions), else (a user
+    signed in during this request) read now."""
+    user = getattr(session, "user", None)
+    if user is None or str(user.id) != user_id:
+        return service.load_user(user_id)
+    return user if user.active else None
+
+
 login_manager.login_view = "auth.login"
 
 REFUSAL_MESSAGES = {

@@ -1,7 +1,9 @@
+import json
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from portal.access import Permission
 from portal.auth.models import WebSession
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -78,9 +80,9 @@ def test_next_paths_with_control_characters_are_not_followed(app):
 
 
 def test_the_signed_in_read_gives_the_values_sqlalchemy_gives(app, client, login_as):
-    """The session read runs on the driver's cursor; its values (the session data, times in
-    UTC, the roles' permission lists, the unread count) are converted as SQLAlchemy's own
-    execution of the same statement converts them, on either database."""
+    """The session read runs on the driver's cursor; its values (the session data and the
+    roles' permission lists as JSON text, times in UTC, the unread count) are converted as
+    SQLAlchemy's own execution of the same statement converts them, on either database."""
     from portal import notify
     from portal.auth import sessions
 
@@ -96,4 +98,43 @@ def test_the_signed_in_read_gives_the_values_sqlalchemy_gives(app, client, login
         found = sessions._read_signed_in(id_hash)
     assert found == expected
     assert found[0]["unread"] == 1 and found[0]["created_at"].utcoffset() == timedelta(0)
-    assert isinstance(found[0]["data"], dict) and all(isinstance(r["role_permissions"], list) for r in found)
+    assert json.loads(found[0]["data"])["_user_id"] == str(user_id)
+    assert all(isinstance(json.loads(r["role_permissions"]), list) for r in found)
+
+
+def test_the_signed_in_user_joins_the_orm_session_only_when_one_is_made(app, client, login_as, monkeypatch):
+    """The user read with the session row comes whole (every column, its permissions) and in no
+    ORM session: a kept page makes none, and the first ORM session of a request takes the user
+    in, so that the ORM and the request speak of one object and changes to it are stored."""
+    from flask_login import current_user
+
+    from portal.auth.models import User
+    from portal.extensions import RequestSession
+
+    user_id = login_as("marketing_manager")
+    client.get("/reports/")  # the dashboard is rendered once and kept
+    made = []
+    original_init = RequestSession.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(RequestSession, "__init__", counting_init)
+    kept = client.get("/reports/")
+    assert kept.status_code == 200 and 'id="kpi-delivered"' in kept.text
+    assert made == []
+
+    cookie = client.get_cookie("session").value
+    with app.test_request_context("/", headers={"Cookie": f"session={cookie}"}):
+        app.preprocess_request()
+        reader = current_user._get_current_object()
+        assert reader.id == user_id and reader.email and reader.last_sign_in_at is None
+        assert reader.can(Permission.REPORTS_VIEW) and not db.session.registry.has()
+        assert db.session.get(User, user_id) is reader
+        assert db.session.scalars(select(User).where(User.id == user_id)).one() is reader
+        assert [role.name for role in reader.roles] == ["marketing_manager"]
+        reader.locale = "en"
+        db.session.commit()
+    with app.app_context():
+        assert db.session.get(User, user_id).locale == "en"
