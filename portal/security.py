@@ -65,18 +65,28 @@ def register(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+# What every response carries unless its view set its own (the preview's policy).
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+)
+
+
 def add_security_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("X-Frame-Options", "DENY")
+    # One pass over the headers there are: each lookup of a missing name in werkzeug's Headers
+    # raises and catches an exception, which made these few lines a twentieth of a kept page.
+    present = {name.lower() for name, _value in headers}
+    wanted = SECURITY_HEADERS
     if current_app.config["PORTAL_ENV"] == "production":
-        headers.setdefault("Strict-Transport-Security", HSTS)
+        wanted += (("Strict-Transport-Security", HSTS),)
+    headers.extend([(name, value) for name, value in wanted if name.lower() not in present])
     signed_in_page = getattr(current_user, "is_authenticated", False) and request.endpoint != "static"
-    if signed_in_page or response.headers.get("Content-Disposition"):
+    if signed_in_page or "content-disposition" in present:
         # Signed-in pages and downloads hold personal data: no copy in any cache.
-        response.headers["Cache-Control"] = "no-store"
+        headers["Cache-Control"] = "no-store"
     return response
 
 

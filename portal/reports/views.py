@@ -72,17 +72,18 @@ _rendered = Recent()
 @bp.get("/")
 @require(Permission.REPORTS_VIEW)
 def index():
+    reader = _actor()
     params = _filter_params()
-    asked, generation = service.dashboard_version(_actor(), params)
+    asked, generation = service.dashboard_version(reader, params)
     fragment = is_htmx()
     body = navigation.kept_rendering(
         _rendered,
-        (asked, str(get_locale()), current_user.can(Permission.REPORTS_EXPORT), fragment),
+        (asked, str(get_locale()), reader.can(Permission.REPORTS_EXPORT), fragment),
         rollups.max_age() / 2,
         generation,
         "reports/_dashboard.html" if fragment else "reports/_index_body.html",
         lambda: {
-            "view": service.dashboard(_actor(), params),
+            "view": service.dashboard(reader, params),
             "fm": formatting,
             "conversion_kinds": metrics.CONVERSION_KINDS,
             "contact_dimensions": metrics.CONTACT_DIMENSIONS,
