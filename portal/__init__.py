@@ -58,12 +58,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Flask's own static route is open to everyone, like the sign-in page.
     app.view_functions["static"] = public(app.view_functions["static"])
 
-    @app.after_request
-    def vary_on_htmx(response):
-        # Pages and their fragments share URLs: caches must keep them apart.
-        response.vary.add("HX-Request")
-        return response
-
     return app
 
 

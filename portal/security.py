@@ -82,7 +82,13 @@ def add_security_headers(response: Response) -> Response:
     wanted = SECURITY_HEADERS
     if current_app.config["PORTAL_ENV"] == "production":
         wanted += (("Strict-Transport-Security", HSTS),)
-    headers.extend([(name, value) for name, value in wanted if name.lower() not in present])
+    added = [(name, value) for name, value in wanted if name.lower() not in present]
+    # Pages and their htmx fragments share URLs: caches must keep them apart.
+    if "vary" in present:
+        response.vary.add("HX-Request")
+    else:
+        added.append(("Vary", "HX-Request"))
+    headers.extend(added)
     signed_in_page = getattr(current_user, "is_authenticated", False) and request.endpoint != "static"
     if signed_in_page or "content-disposition" in present:
         # Signed-in pages and downloads hold personal data: no copy in any cache.
