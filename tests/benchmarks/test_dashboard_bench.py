@@ -8,15 +8,17 @@ same run: Flask's hello world under the same gunicorn settings (the baseline), t
 1,000 and at 1,000,200 contacts.
 
 Goals: the dashboard and a filter change (htmx, cycling the grouping) each within 3x the
-hello world's p95; a full recomputation from the ledger within 1.5x one hand-written SQL pass.
-Also prints the rollups' own cost per 1,000 results recorded (the database trigger on the
-writer's side, the refresh on the job's side). BENCH_WRK_SECONDS sets each load's length."""
+hello world's p95 (three rounds of the three loads, judged on the median round's ratio); a full
+recomputation from the ledger within 1.5x one hand-written SQL pass. Also prints the rollups'
+own cost per 1,000 results recorded (the database trigger on the writer's side, the refresh on
+the job's side). BENCH_WRK_SECONDS sets each load's length."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import shutil
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -253,24 +255,28 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
                 answers += pool.map(ask, [other for other in cookies for _n in range(8)])
             assert all(answer.status_code == 200 for answer in answers)
 
-        hello_p95 = wrk(tmp_path, "hello_world", f"http://127.0.0.1:{hello_port}/", {})["p95_ms"]
         first_in_each_process("dashboard", "/reports/", {})
-        dashboard_p95 = wrk(tmp_path, "dashboard", f"{base}/reports/", {}, _as_managers(["/reports/"], cookies))[
-            "p95_ms"
-        ]
         for grouping in GROUPINGS:
             first_in_each_process(f"filter_change_{grouping}", f"/reports/?grouping={grouping}", {"HX-Request": "true"})
-        filter_p95 = wrk(
-            tmp_path,
-            "filter_change",
-            f"{base}/reports/",
-            {"HX-Request": "true"},
-            _as_managers([f"/reports/?grouping={grouping}" for grouping in GROUPINGS], cookies),
-        )["p95_ms"]
+        # Three rounds, each the hello world, then the dashboard, then a filter change, one right
+        # after the other: these machines are shared with other work, and a load's p95 moved by a
+        # quarter from one run to the next. Each round's figures and ratios are printed; the goal
+        # is judged on the median round.
+        pages = {
+            "dashboard": ({}, ["/reports/"]),
+            "filter_change": ({"HX-Request": "true"}, [f"/reports/?grouping={grouping}" for grouping in GROUPINGS]),
+        }
+        ratios: dict[str, list[float]] = {name: [] for name in pages}
+        for number in (1, 2, 3):
+            hello_p95 = wrk(tmp_path, f"hello_world_round{number}", f"http://127.0.0.1:{hello_port}/", {})["p95_ms"]
+            for name, (headers, paths) in pages.items():
+                p95 = wrk(tmp_path, f"{name}_round{number}", f"{base}/reports/", headers, _as_managers(paths, cookies))
+                ratios[name].append(p95["p95_ms"] / hello_p95)
+                report(f"{name}_p95_ratio_round{number}", f"{ratios[name][-1]:.2f}")
         wrk(tmp_path, "home_1000200_contacts", f"{base}/", session)
         report("load_average_after", load_average())
-        report("dashboard_p95_ratio", f"{dashboard_p95 / hello_p95:.2f}")
-        report("filter_change_p95_ratio", f"{filter_p95 / hello_p95:.2f}")
+        for name, found in ratios.items():
+            report(f"{name}_p95_ratio", f"{statistics.median(found):.2f}")
         report("p95_goal_ratio", 3)
     finally:
         for server in (portal_server, hello_server):
