@@ -170,12 +170,6 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-# Every column of the signed-in user is read with the session row, so that the user comes whole
-# (but for its roles, which load on first access) and never needs the database before the
-# request's ORM session is made (see _detached_user). Of the roles only their permissions are
-# read, as JSON text: the user's permissions are made from them here, cached by that text.
-
-
 class _SessionRow(NamedTuple):
     data: dict
     created_at: Any
@@ -186,7 +180,10 @@ class _SessionRow(NamedTuple):
 def _signed_in_query() -> Select:
     """Built once (the first time it is needed, when the models are all mapped): building and
     keying a statement of this size cost more than running it. Plain columns, one row per
-    role: the ORM's loading of three entities cost more than the round trip."""
+    role: the ORM's loading of three entities cost more than the round trip. Every column of
+    the user is read, so that the user comes whole (but for its roles, which load on first
+    access) and never needs the database before the request's ORM session is made; of the
+    roles only their permissions, as JSON text, from which _permissions makes the user's."""
     sessions, users, roles = WebSession.__table__, User.__table__, Role.__table__
     return (
         select(

@@ -53,9 +53,9 @@ def load_signed_in_user(user_id: str) -> User | None:
     """The user read with this request's session row (portal.auth.sessions), else (a user
     signed in during this request) read now."""
     user = getattr(session, "user", None)
-    if user is None or str(user.id) != user_id:
-        return service.load_user(user_id)
-    return user if user.active else None
+    if user is not None and str(user.id) == user_id:
+        return user if user.active else None
+    return service.load_user(user_id)
 
 
 login_manager.login_view = "auth.login"
