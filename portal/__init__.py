@@ -8,18 +8,17 @@ import select
 from pathlib import Path
 from typing import Any
 
-from babel import Locale
-from flask import Flask, current_app, has_request_context, request, session
-from flask_login import current_user
+from flask import Flask
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 
-from portal import errors, labels, navigation, security
+from portal import errors, kept_pages, labels, navigation, security
 from portal.access import public
 from portal.config import load_config
 from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
+from portal.locales import select_locale
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -53,31 +52,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     labels.register(app)
     _register_cli(app)
 
+    app.wsgi_app = kept_pages.KeptPagesTier(app, app.wsgi_app)
     _answer_tracking_first(app)
 
     # Flask's own static route is open to everyone, like the sign-in page.
     app.view_functions["static"] = public(app.view_functions["static"])
 
     return app
-
-
-# The portal's languages, parsed once: Flask-Babel parses what the selector returns on every
-# request unless it is a Locale already.
-LOCALES = {name: Locale.parse(name) for name in ("zh_CN", "en")}
-
-
-def select_locale() -> Locale:
-    """The user's saved language, else the one picked this session, else Accept-Language.
-    Outside a request (jobs, commands) the portal's default language."""
-    if not has_request_context():
-        return Locale.parse(current_app.config["BABEL_DEFAULT_LOCALE"])
-    user_locale = getattr(current_user._get_current_object(), "locale", None)
-    if user_locale in LOCALES:
-        return LOCALES[user_locale]
-    if session.get("locale") in LOCALES:
-        return LOCALES[session["locale"]]
-    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
-    return LOCALES["en" if best == "en" else "zh_CN"]
 
 
 def _answer_tracking_first(app: Flask) -> None:

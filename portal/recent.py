@@ -54,8 +54,12 @@ class Recent:
     def has_young(self, key: Hashable, version: Hashable, max_age: timedelta) -> bool:
         """Whether the value kept for `key` is of `version` and in the first half of `max_age`
         (so that `get` would answer it without computing it again)."""
+        return _young(self._values.get(key), version, max_age)
+
+    def young(self, key: Hashable, version: Hashable, max_age: timedelta) -> Any:
+        """The value `get` would answer for `key` without computing it again, else None."""
         found = self._values.get(key)
-        return found is not None and found.version == version and datetime.now(UTC) - found.computed_at <= max_age / 2
+        return found.value if _young(found, version, max_age) else None
 
     def get(
         self,
@@ -72,23 +76,23 @@ class Recent:
             source = source_as_of if entry.version == version else entry.source_as_of
             return (min(source, entry.computed_at) if source else entry.computed_at), entry.value
 
-        def young(entry: _Entry | None) -> bool:
-            return (
-                entry is not None and entry.version == version and datetime.now(UTC) - entry.computed_at <= max_age / 2
-            )
-
         found = self._usable(key, max_age)
-        if young(found):
+        if _young(found, version, max_age):
             return answer(found)
         lock = self.lock(key)
         if not lock.acquire(blocking=found is None):
             return answer(found)  # someone is recomputing it; this one is still within the limit
         try:
             again = self._usable(key, max_age)
-            if young(again):
+            if _young(again, version, max_age):
                 return answer(again)
             value = compute()
             self.put(key, value, version, source_as_of)
             return answer(self._values[key])
         finally:
             lock.release()
+
+
+def _young(entry: _Entry | None, version: Hashable, max_age: timedelta) -> bool:
+    """Of `version` and in the first half of `max_age`: answered as it is."""
+    return entry is not None and entry.version == version and datetime.now(UTC) - entry.computed_at <= max_age / 2

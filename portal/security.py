@@ -79,21 +79,28 @@ def add_security_headers(response: Response) -> Response:
     # One pass over the headers there are: each lookup of a missing name in werkzeug's Headers
     # raises and catches an exception, which made these few lines a twentieth of a kept page.
     present = {name.lower() for name, _value in headers}
-    wanted = SECURITY_HEADERS
-    if current_app.config["PORTAL_ENV"] == "production":
-        wanted += (("Strict-Transport-Security", HSTS),)
-    added = [(name, value) for name, value in wanted if name.lower() not in present]
-    # Pages and their htmx fragments share URLs: caches must keep them apart.
     if "vary" in present:
         response.vary.add("HX-Request")
-    else:
-        added.append(("Vary", "HX-Request"))
-    headers.extend(added)
     signed_in_page = getattr(current_user, "is_authenticated", False) and request.endpoint != "static"
-    if signed_in_page or "content-disposition" in present:
-        # Signed-in pages and downloads hold personal data: no copy in any cache.
-        headers["Cache-Control"] = "no-store"
+    personal = signed_in_page or "content-disposition" in present
+    if personal and "cache-control" in present:
+        del headers["Cache-Control"]
+    headers.extend(security_headers(present, current_app.config["PORTAL_ENV"] == "production", personal))
     return response
+
+
+def security_headers(present: set[str], production: bool, personal: bool) -> list[tuple[str, str]]:
+    """What a response with the headers `present` (lower-case names) gets added: the defences
+    it did not set itself, Vary on HX-Request unless it varies already (pages and their htmx
+    fragments share URLs: caches must keep them apart), and for a `personal` one (a signed-in
+    page, a download: personal data) no copy in any cache."""
+    wanted = SECURITY_HEADERS + ((("Strict-Transport-Security", HSTS),) if production else ())
+    added = [(name, value) for name, value in wanted if name.lower() not in present]
+    if "vary" not in present:
+        added.append(("Vary", "HX-Request"))
+    if personal:
+        added.append(("Cache-Control", "no-store"))
+    return added
 
 
 # Signed CSRF tokens by the session's raw token. Signing costs a tenth of a kept page (the
@@ -107,8 +114,7 @@ _signed_csrf: dict[str, str] = {}
 def csrf_token() -> str:
     """The reader's signed CSRF token, as Flask-WTF's `generate_csrf` gives it, signed once per
     session rather than once per page."""
-    raw = session.get("csrf_token")
-    signed = _signed_csrf.get(raw) if raw and current_app.config["WTF_CSRF_TIME_LIMIT"] is None else None
+    signed = signed_csrf_token(session.get("csrf_token"))
     if signed is None:
         signed = generate_csrf()
         if current_app.config["WTF_CSRF_TIME_LIMIT"] is None:
@@ -117,6 +123,13 @@ def csrf_token() -> str:
             _signed_csrf[session["csrf_token"]] = signed
     g.csrf_token = signed  # where Flask-WTF keeps it for the rest of the request
     return signed
+
+
+def signed_csrf_token(raw: str | None) -> str | None:
+    """The signed form of the session's raw CSRF token `raw`, if this process has signed it."""
+    if not raw or current_app.config["WTF_CSRF_TIME_LIMIT"] is not None:
+        return None
+    return _signed_csrf.get(raw)
 
 
 def preview_frame_url(html: str) -> str:

@@ -91,10 +91,15 @@ class User(UserMixin, db.Model):
 
     @property
     def display_name(self) -> str:
-        return self.name or self.email
+        return display_name_of(self.name, self.email)
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+
+def display_name_of(name: str | None, email: str) -> str:
+    """How a person is named on pages: their name, else their email address."""
+    return name or email
 
 
 def permissions_of(granted: Iterable[list[str]]) -> frozenset[Permission]:

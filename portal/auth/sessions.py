@@ -96,17 +96,11 @@ class DatabaseSessionInterface(SessionInterface):
             # Never a signed-in session without a row: a user id here is ignored.
             data.pop("_user_id", None)
             return ServerSession(data)
-        row, user = _signed_in_row(_hash(session_id))
-        now = utcnow()
-        if row is None or self._expired(app, row, now):
+        found = read_signed_in(request.environ, session_id)
+        if found is None or expired(app, found, utcnow()):
             return ServerSession()
-        return ServerSession(dict(row.data), session_id, row.created_at, row.last_seen_at, user)
-
-    @staticmethod
-    def _expired(app: Flask, row: _SessionRow, now) -> bool:
-        idle = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
-        absolute = timedelta(hours=app.config["SESSION_ABSOLUTE_HOURS"])
-        return now - row.last_seen_at > idle or now - row.created_at > absolute
+        user = _user_of(found)
+        return ServerSession(dict(found.data), session_id, found.created_at, found.last_seen_at, user)
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
         # Its own transaction: saving the session must never commit a view's unfinished work.
@@ -123,7 +117,7 @@ class DatabaseSessionInterface(SessionInterface):
                 session.session_id = None
             self._save_anonymous(app, session, response)
             return
-        touch = session.last_seen_at is None or now - session.last_seen_at > TOUCH_INTERVAL
+        touch = session.last_seen_at is None or due_touch(session.last_seen_at, now)
         if not (session.modified or touch or session.session_id is None):
             return  # nothing to write: most requests take no connection here
         values = {
@@ -170,10 +164,26 @@ class DatabaseSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-class _SessionRow(NamedTuple):
-    data: dict
+class SignedIn(NamedTuple):
+    """A session row as read with what every signed-in page needs next (_signed_in_query)."""
+
+    data: dict[str, Any]
     created_at: Any
     last_seen_at: Any
+    unread: int  # the user's unread notifications, for the header
+    user: Mapping[str, Any] | None  # the user's columns by name; None when the user is gone
+    permissions: frozenset[Permission]  # what the user's roles give
+
+
+def expired(app: Flask, found: SignedIn, now) -> bool:
+    idle = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
+    absolute = timedelta(hours=app.config["SESSION_ABSOLUTE_HOURS"])
+    return now - found.last_seen_at > idle or now - found.created_at > absolute
+
+
+def due_touch(last_seen_at, now) -> bool:
+    """Whether a request now should write the session's last_seen_at."""
+    return now - last_seen_at > TOUCH_INTERVAL
 
 
 @cache
@@ -225,7 +235,7 @@ def _compiled(dialect: Dialect) -> _DriverStatement:
     )
 
 
-def _read_signed_in(id_hash: str) -> list[dict[str, Any]]:
+def _read_rows(id_hash: str) -> list[dict[str, Any]]:
     """The rows of _signed_in_query, run on a pooled connection's driver cursor: SQLAlchemy's
     execution of it (result set-up, isolation level set and reset through the engine) cost
     twice the round trip itself, on every signed-in request. The values pass through the same
@@ -265,26 +275,55 @@ def _read_signed_in(id_hash: str) -> list[dict[str, Any]]:
     ]
 
 
-def _signed_in_row(id_hash: str) -> tuple[_SessionRow | None, User | None]:
-    """The session row, read in ONE round trip with what every signed-in page needs next: its
-    user with their roles' permissions and their unread notification count (kept for the
-    header by notify.remember_unread). Everything is read afresh on every request, so a
-    revoked session, a deactivated user or a changed role takes effect at once; a page that
-    needs nothing else from the database (a kept dashboard) costs this one round trip."""
-    rows = _read_signed_in(id_hash)
-    if not rows:
-        return None, None
-    first = rows[0]
-    row = _SessionRow(json.loads(first["data"]), first["created_at"], first["last_seen_at"])
-    if first["user_id"] is None:
-        return row, None
-    notify.remember_unread(first["user_id"], first["unread"])
-    user = _detached_user(first)
+# Where a request's environ carries the session read for it (by the kept-pages tier, which
+# reads it before Flask does), so that the request's session is read once.
+READ_KEY = "portal.signed_in"
+
+
+def read_signed_in(environ: dict[str, Any], session_id: str) -> SignedIn | None:
+    """The session `session_id` names, read in ONE round trip with what every signed-in page
+    needs next: its user's columns, their roles' permissions and their unread notification
+    count. Everything is read afresh on every request, so a revoked session, a deactivated user
+    or a changed role takes effect at once; a page that needs nothing else from the database (a
+    kept dashboard) costs this one round trip. A second call for the same request (`environ`)
+    answers what the first one read."""
+    id_hash = _hash(session_id)
+    handed_over = environ.get(READ_KEY)
+    if handed_over is not None and handed_over[0] == id_hash:
+        return handed_over[1]
+    rows = _read_rows(id_hash)
+    found = None
+    if rows:
+        first = rows[0]
+        user = None if first["user_id"] is None else {key: first[f"user_{key}"] for key in _user_columns()}
+        granted = tuple(row["role_permissions"] for row in rows if row["role_permissions"] is not None)
+        found = SignedIn(
+            json.loads(first["data"]),
+            first["created_at"],
+            first["last_seen_at"],
+            first["unread"],
+            user,
+            _permissions(granted),
+        )
+    environ[READ_KEY] = (id_hash, found)
+    return found
+
+
+@cache
+def _user_columns() -> tuple[str, ...]:
+    return tuple(User.__table__.c.keys())
+
+
+def _user_of(found: SignedIn) -> User | None:
+    """The session's user as the request's object (see _detached_user), its unread count kept
+    for the header (notify.remember_unread)."""
+    if found.user is None:
+        return None
+    notify.remember_unread(found.user["id"], found.unread)
+    user = _detached_user(found.user)
     # Where functools.cached_property keeps its value: as User.permissions would compute it.
-    user.__dict__["permissions"] = _permissions(
-        tuple(found["role_permissions"] for found in rows if found["role_permissions"] is not None)
-    )
-    return row, user
+    user.__dict__["permissions"] = found.permissions
+    return user
 
 
 @lru_cache(maxsize=256)
@@ -294,8 +333,8 @@ def _permissions(granted: tuple[str, ...]) -> frozenset[Permission]:
     return permissions_of(json.loads(names) for names in granted)
 
 
-def _detached_user(found: Mapping[str, Any]) -> User:
-    """The user whose columns `found` holds (as "user_<column>"), as a query would have loaded
+def _detached_user(columns: Mapping[str, Any]) -> User:
+    """The user whose columns `columns` holds (by column name), as a query would have loaded
     it, but in no ORM session yet: a persistent object between sessions (SQLAlchemy's
     "detached"). The request's ORM session takes it in when it is made (extensions.RequestSession),
     so that everything that reads or changes the user through the ORM finds this one object; a
@@ -304,7 +343,7 @@ def _detached_user(found: Mapping[str, Any]) -> User:
     the object it already holds for that user."""
     mapper = inspect(User)
     user = mapper.class_manager.new_instance()
-    user.__dict__.update({prop.key: found[f"user_{prop.columns[0].key}"] for prop in mapper.column_attrs})
+    user.__dict__.update({prop.key: columns[prop.columns[0].key] for prop in mapper.column_attrs})
     make_transient_to_detached(user)
     if not db.session.registry.has():
         return user

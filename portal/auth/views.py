@@ -59,6 +59,11 @@ def load_signed_in_user(user_id: str) -> User | None:
 
 
 login_manager.login_view = "auth.login"
+# Flask-Login's "basic" protection only marks a session not fresh when the browser's address or
+# agent changes, and nothing here reads freshness: sessions are server-side and revocable, and
+# high-risk actions ask for a recent second factor (access.check_step_up). Off, a signed-in page
+# depends on the session row alone (portal.kept_pages answers on that).
+login_manager.session_protection = None
 
 REFUSAL_MESSAGES = {
     "no_access": _l(

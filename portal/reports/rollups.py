@@ -524,6 +524,15 @@ def fresh_state() -> tuple[datetime | None, str]:
     return (state.refreshed_at, state.generation) if state is not None else (None, "")
 
 
+def known_state() -> tuple[datetime | None, str] | None:
+    """What fresh_state would answer without asking the database (the state as this process
+    read it within STATE_READ_SECONDS, not past half its age), else None."""
+    kept = _last_read
+    if kept is None or time.monotonic() - kept[0] >= STATE_READ_SECONDS or _past_half(kept[1]):
+        return None
+    return kept[1].refreshed_at, kept[1].generation
+
+
 _refreshing = threading.Lock()
 
 

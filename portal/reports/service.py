@@ -92,16 +92,17 @@ def dashboard(actor: Any, params: dict[str, Any]) -> Dashboard:
     return Dashboard(figures, svgs, str(grouping), campaign_choices())
 
 
-def dashboard_version(actor: Any, params: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+def dashboard_version(actor: Any, params: dict[str, Any], refresh: bool = True) -> tuple[tuple[Any, ...], str] | None:
     """(what decides the dashboard's figures for `params`: the filters and the grouping; the
     generation of the figures), so that a page rendered once can be shown again to others
     asking the same until the generation moves on. Brings the rollups up to date first when
-    they are near the age limit."""
+    they are near the age limit; without `refresh`, None where that would be needed or where
+    the generation is not known without asking the database."""
     _need(actor, Permission.REPORTS_VIEW)
-    filters = metrics.Filters.from_params(params)
-    grouping = _grouping(params)
-    _as_of, generation = rollups.fresh_state()
-    return (filters, grouping), generation
+    state = rollups.fresh_state() if refresh else rollups.known_state()
+    if state is None:
+        return None
+    return (metrics.Filters.from_params(params), _grouping(params)), state[1]
 
 
 def tracking(actor: Any, params: dict[str, Any], sort: str = "name", descending: bool = False) -> list[metrics.Metrics]:

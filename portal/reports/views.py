@@ -4,15 +4,14 @@ and downloads, cost entries, monthly schedules and the backup export."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from portal import navigation
+from portal import kept_pages
 from portal.access import Permission, require, require_any
 from portal.errors import render_refusal
-from portal.htmx import is_htmx, page_or_fragment, redirect_after_post
+from portal.htmx import page_or_fragment, redirect_after_post
 from portal.recent import Recent
 from portal.reports import formatting, metrics, rollups, service
 from portal.reports.forms import CostForm, ScheduleForm
@@ -62,35 +61,48 @@ def refused(_error):
 # The dashboard as rendered, for everyone asking the same filters in the same language with the
 # same export permission (the only one that changes it): twenty managers on one dashboard cost
 # one rendering per period, not one per view; the page around it is each person's own
-# (navigation.page_around). A rendering is kept for half the figures' age limit, and the figures
+# (kept_pages.page_around). A rendering is kept for half the figures' age limit, and the figures
 # it shows were no older than the other half when it was made (rollups.fresh_state), so nobody
 # sees figures older than the setting allows; a new generation of the figures (new results, a
 # cost entered) makes it again.
 _rendered = Recent()
 
 
-@bp.get("/")
-@require(Permission.REPORTS_VIEW)
-def index():
-    reader = _actor()
-    params = _filter_params()
-    asked, generation = service.dashboard_version(reader, params)
-    fragment = is_htmx()
-    body = navigation.kept_rendering(
+def dashboard_page(reader: kept_pages.Reader, make: bool) -> bytes | None:
+    """The dashboard (or, for htmx, its fragment) for `reader`, the view's and the kept-pages
+    tier's alike: `make` makes what is not kept."""
+    params = {**reader.args.to_dict(), "campaign_ids": reader.args.getlist("campaign_ids")}
+    found = service.dashboard_version(reader, params, refresh=make)
+    if found is None:
+        return None
+    asked, generation = found
+    body = kept_pages.kept_rendering(
         _rendered,
-        (asked, str(get_locale()), reader.can(Permission.REPORTS_EXPORT), fragment),
+        (asked, reader.locale, reader.can(Permission.REPORTS_EXPORT), reader.fragment),
         rollups.max_age() / 2,
         generation,
-        "reports/_dashboard.html" if fragment else "reports/_index_body.html",
+        "reports/_dashboard.html" if reader.fragment else "reports/_index_body.html",
         lambda: {
-            "view": service.dashboard(reader, params),
+            "view": service.dashboard(_actor(), params),
             "fm": formatting,
             "conversion_kinds": metrics.CONVERSION_KINDS,
             "contact_dimensions": metrics.CONTACT_DIMENSIONS,
         },
+        make,
     )
-    html = navigation.with_csrf(body)
-    return html if fragment else navigation.page_around("reports/index.html", html)
+    if body is None:
+        return None
+    html = kept_pages.with_csrf(body, reader.csrf_token)
+    return html if reader.fragment else kept_pages.page_around("reports/index.html", html, reader, make)
+
+
+@bp.get("/")
+@require(Permission.REPORTS_VIEW)
+def index():
+    return dashboard_page(kept_pages.reader_of_request(), make=True)
+
+
+kept_pages.register("reports.index", dashboard_page)
 
 
 @bp.get("/tracking")

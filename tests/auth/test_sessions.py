@@ -95,7 +95,7 @@ def test_the_signed_in_read_gives_the_values_sqlalchemy_gives(app, client, login
         expected = [
             dict(row) for row in db.session.execute(sessions._signed_in_query(), {"id_hash": id_hash}).mappings()
         ]
-        found = sessions._read_signed_in(id_hash)
+        found = sessions._read_rows(id_hash)
     assert found == expected
     assert found[0]["unread"] == 1 and found[0]["created_at"].utcoffset() == timedelta(0)
     assert json.loads(found[0]["data"])["_user_id"] == str(user_id)

@@ -236,6 +236,7 @@ def test_dashboard_at_a_million_deliveries_for_twenty_managers(app, make_user, w
         page = requests.get(f"{base}/reports/", headers=session, timeout=120)
         report("dashboard_first_request_ms", f"{(time.perf_counter() - first) * 1000:.0f}")
         assert page.status_code == 200 and 'id="kpi-delivered"' in page.text and "数据截至" in page.text
+        report("dashboard_page_bytes", len(page.content))
         fragment = requests.get(f"{base}/reports/?grouping=tag", headers={**session, "HX-Request": "true"}, timeout=60)
         assert fragment.status_code == 200 and "<html" not in fragment.text and "高意向客户" in fragment.text
 
