@@ -20,7 +20,9 @@ where Flask would give the same page, and hands everything else on to Flask:
   view declares (access.may_use, as `@require` checks them);
 - the session holds no message waiting to be shown, and its CSRF token is signed already;
 - the page's kept pieces are young enough that its view would show them as they are.
-The answer carries the headers Flask's would (security.security_headers)."""
+The answer carries the headers Flask's would (security.security_headers). A kept page carries
+no rate limit (the tier calls no view). Every hook Flask runs was weighed for the tier, and a
+test lists them (tests/reports/test_dashboard_tier.py): a new hook fails it until it is weighed."""
 
 from __future__ import annotations
 

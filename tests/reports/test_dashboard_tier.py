@@ -148,3 +148,31 @@ def test_the_language_follows_the_browser_the_session_and_the_saved_choice(app, 
     set_user(app, user_id, locale="en")
     saved = client.get("/reports/", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert '<html lang="en">' in saved
+
+
+def _hook_names(hooks) -> list[str]:
+    return [getattr(hook, "func", hook).__qualname__ for hook in hooks]
+
+
+def test_every_hook_flask_runs_was_weighed_for_the_tier(app):
+    """The tier answers without Flask's hooks. Each one here was weighed: a hook added later
+    fails this test until it is too (the tier must then do the same, or hand such requests on)."""
+    assert {key: _hook_names(hooks) for key, hooks in app.before_request_funcs.items() if hooks} == {
+        None: [
+            "CSRFProtect.init_app.<locals>.csrf_protect",  # checks POST, PUT, PATCH, DELETE; the tier answers GET
+            "force_local_set_up",  # the tier hands the break-glass account on
+        ]
+    }
+    assert {key: _hook_names(hooks) for key, hooks in app.after_request_funcs.items() if hooks} == {
+        None: [
+            "Limiter.__inject_headers",  # rate-limit headers: kept pages carry no rate limit
+            "LoginManager._update_remember_cookie",  # the portal sets no remember-me cookie
+            "add_security_headers",  # the tier adds the same (security.security_headers)
+        ]
+    }
+    assert {key: _hook_names(hooks) for key, hooks in app.teardown_request_funcs.items() if hooks} == {
+        None: ["Limiter.__release_context"]
+    }
+    # The tier's own application context runs this one.
+    assert _hook_names(app.teardown_appcontext_funcs) == ["SQLAlchemy._teardown_session"]
+    assert not any(app.url_value_preprocessors.values()) and not any(app.url_default_functions.values())
