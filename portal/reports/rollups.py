@@ -504,14 +504,17 @@ def forget_state() -> None:
     _last_read = None
 
 
-def fresh_state() -> tuple[datetime | None, str]:
+def fresh_state(may_refresh: bool = True) -> tuple[datetime | None, str] | None:
     """(as of, generation) of the rollups, refreshing them first when they are past half the
     age the setting allows: figures computed from them are kept for other readers for at most
     the other half (portal.recent), so no page shows figures older than the setting. A reader
     refreshes at most a few batches itself; a bigger backlog is the periodic job's, and the
-    page then says how old the figures are."""
+    page then says how old the figures are. Where a refresh is due and `may_refresh` is false,
+    None."""
     state = _state()
     if _past_half(state):
+        if not may_refresh:
+            return None
         # One thread of the process refreshes; the others that find the rollups past half
         # their age meanwhile wait for it and take what it read, instead of each repeating it.
         with _refreshing:
@@ -522,15 +525,6 @@ def fresh_state() -> tuple[datetime | None, str]:
                 forget_state()
                 state = _state()
     return (state.refreshed_at, state.generation) if state is not None else (None, "")
-
-
-def known_state() -> tuple[datetime | None, str] | None:
-    """What fresh_state would answer without asking the database (the state as this process
-    read it within STATE_READ_SECONDS, not past half its age), else None."""
-    kept = _last_read
-    if kept is None or time.monotonic() - kept[0] >= STATE_READ_SECONDS or _past_half(kept[1]):
-        return None
-    return kept[1].refreshed_at, kept[1].generation
 
 
 _refreshing = threading.Lock()

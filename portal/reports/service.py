@@ -96,10 +96,9 @@ def dashboard_version(actor: Any, params: dict[str, Any], refresh: bool = True) 
     """(what decides the dashboard's figures for `params`: the filters and the grouping; the
     generation of the figures), so that a page rendered once can be shown again to others
     asking the same until the generation moves on. Brings the rollups up to date first when
-    they are near the age limit; without `refresh`, None where that would be needed or where
-    the generation is not known without asking the database."""
+    they are near the age limit; without `refresh`, None where that would be needed."""
     _need(actor, Permission.REPORTS_VIEW)
-    state = rollups.fresh_state() if refresh else rollups.known_state()
+    state = rollups.fresh_state(may_refresh=refresh)
     if state is None:
         return None
     return (metrics.Filters.from_params(params), _grouping(params)), state[1]
