@@ -92,13 +92,15 @@ def dashboard(actor: Any, params: dict[str, Any]) -> Dashboard:
     return Dashboard(figures, svgs, str(grouping), campaign_choices())
 
 
-def dashboard_version(actor: Any, params: dict[str, Any], refresh: bool = True) -> tuple[tuple[Any, ...], str] | None:
+def dashboard_version(
+    actor: Any, params: dict[str, Any], may_refresh: bool = True
+) -> tuple[tuple[Any, ...], str] | None:
     """(what decides the dashboard's figures for `params`: the filters and the grouping; the
     generation of the figures), so that a page rendered once can be shown again to others
     asking the same until the generation moves on. Brings the rollups up to date first when
-    they are near the age limit; without `refresh`, None where that would be needed."""
+    they are near the age limit; where that is due and `may_refresh` is false, None."""
     _need(actor, Permission.REPORTS_VIEW)
-    state = rollups.fresh_state(may_refresh=refresh)
+    state = rollups.fresh_state(may_refresh)
     if state is None:
         return None
     return (metrics.Filters.from_params(params), _grouping(params)), state[1]

@@ -7,6 +7,7 @@ from flask import Blueprint, abort, flash, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from werkzeug.datastructures import MultiDict
 
 from portal import kept_pages
 from portal.access import Permission, require, require_any
@@ -38,9 +39,10 @@ def _actor():
     return current_user._get_current_object()
 
 
-def _filter_params() -> dict:
-    """The filters as the service reads them, from a query string or a form."""
-    source = request.values
+def _filter_params(source: MultiDict[str, str] | None = None) -> dict:
+    """The filters as the service reads them, from `source` (by default the request's query
+    string or form)."""
+    source = request.values if source is None else source
     return {**source.to_dict(), "campaign_ids": source.getlist("campaign_ids")}
 
 
@@ -71,8 +73,8 @@ _rendered = Recent()
 def dashboard_page(reader: kept_pages.Reader, make: bool) -> bytes | None:
     """The dashboard (or, for htmx, its fragment) for `reader`, the view's and the kept-pages
     tier's alike: `make` makes what is not kept."""
-    params = {**reader.args.to_dict(), "campaign_ids": reader.args.getlist("campaign_ids")}
-    found = service.dashboard_version(reader, params, refresh=make)
+    params = _filter_params(reader.args)
+    found = service.dashboard_version(reader, params, may_refresh=make)
     if found is None:
         return None
     asked, generation = found
