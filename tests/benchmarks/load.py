@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import requests
+
 from tests.benchmarks.conftest import report
 from tests.conftest import ROOT
 
@@ -21,9 +23,9 @@ GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 DONE_HOOK = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("WRK requests=%d seconds=%.3f p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f errors=%d\\n",
+  io.write(string.format("WRK requests=%d seconds=%.3f p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f errors=%d bytes=%d\\n",
     summary.requests, summary.duration / 1000000, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
-    latency:percentile(99) / 1000, e.connect + e.read + e.write + e.status + e.timeout))
+    latency:percentile(99) / 1000, e.connect + e.read + e.write + e.status + e.timeout, summary.bytes))
 end
 """
 # Requests from a file of paths, one a line (signed tracking tokens cannot be made in Lua); each
@@ -49,9 +51,18 @@ end
 
 
 def wrk(
-    tmp_path: Path, name: str, url: str, headers: dict[str, str], script: str = "", args: tuple[str, ...] = ()
+    tmp_path: Path,
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    script: str = "",
+    args: tuple[str, ...] = (),
+    answer_bytes: float | None = None,
 ) -> dict[str, float]:
-    """Run wrk for WRK_SECONDS with 20 connections; report and return its figures."""
+    """Run wrk for WRK_SECONDS with 20 connections; report and return its figures. wrk counts
+    only answers of 400 and up as errors: with `answer_bytes` (the mean size of the answers
+    asked for, headers included: answer_size), the answers must average that size, so that a
+    load answered with redirects or short pages cannot pass for the page."""
     lua = tmp_path / f"{name}.lua"
     lua.write_text(script + DONE_HOOK)
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{WRK_SECONDS}s", "--timeout", "30s", "-s", str(lua)]
@@ -62,11 +73,25 @@ def wrk(
     found = {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", output.split("WRK", 1)[1])}
     assert found["errors"] == 0, output
     found["requests_per_s"] = found["requests"] / found["seconds"]
+    if answer_bytes is not None:
+        # Within a hundredth: a page in place of a redirect or an error is 20 times its size.
+        assert found["bytes"] / found["requests"] >= 0.99 * answer_bytes, (found, answer_bytes)
     report(f"{name}_requests", int(found["requests"]))
     report(f"{name}_requests_per_s", f"{found['requests_per_s']:.0f}")
     for percentile in ("p50", "p95", "p99"):
         report(f"{name}_{percentile}_ms", f"{found[f'{percentile}_ms']:.2f}")
     return found
+
+
+def answer_size(answer: requests.Response) -> int:
+    """The bytes of an HTTP/1.1 answer as wrk counts them: status line, headers and body."""
+    status_line = f"HTTP/1.1 {answer.status_code} {answer.reason}\r\n"
+    return (
+        len(status_line)
+        + sum(len(f"{key}: {value}\r\n") for key, value in answer.headers.items())
+        + 2
+        + len(answer.content)
+    )
 
 
 WORKERS = 2
