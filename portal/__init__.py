@@ -16,6 +16,7 @@ from sqlalchemy.exc import DisconnectionError
 
 from portal import errors, kept_pages, labels, navigation, security
 from portal.access import public
+from portal.auth import sessions
 from portal.config import load_config
 from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
 from portal.locales import select_locale
@@ -35,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
         check_pooled_connections(db.engine)
+        sessions.watch_writes(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -11,10 +11,12 @@ in its Flask view it makes whatever is missing; in `KeptPagesTier` it answers on
 kept, or None. The tier wraps the portal's WSGI app and answers a GET for a kept page before
 Flask's request set-up, hooks and response: for a kept dashboard, that pipeline cost twice what
 the page's own work did, and twenty managers on two cores waited for it. The tier answers only
-where Flask would give the same page, and hands everything else on to Flask:
+where Flask would give the same page (as of the session's read: within the second, for a write
+by another process), and hands everything else on to Flask:
 - the request carries the cookie of a signed-in session, whose row (read as Flask's session
-  reads it, `sessions.read_signed_in`: one round trip, handed on so that Flask never reads it
-  again) is neither expired nor due the write of its last-seen time;
+  reads it, or as this process read it within the second with no write of its own since:
+  `sessions.recent_signed_in`; a fresh read is handed on, so that Flask never reads it again)
+  is neither expired nor due the write of its last-seen time;
 - its user is active and signs in through SSO (the break-glass account has set-up steps that
   Flask's hooks enforce: auth.views.force_local_set_up), and holds every permission the page's
   view declares (access.may_use, as `@require` checks them);
@@ -223,7 +225,7 @@ class KeptPagesTier:
         if not session_id or sessions.ANONYMOUS_MARK in session_id:
             return None
         with app.app_context():
-            found = sessions.read_signed_in(environ, session_id)
+            found = sessions.recent_signed_in(environ, session_id)
             if found is None or found.user is None:
                 return None
             now = utcnow()

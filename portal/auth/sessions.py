@@ -11,9 +11,12 @@ that anonymous requests cannot fill the table; at sign-in it moves into a row un
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cache, lru_cache
@@ -22,8 +25,8 @@ from typing import Any, NamedTuple
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, Text, bindparam, cast, delete, insert, inspect, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Select, Text, bindparam, cast, delete, event, insert, inspect, select, update
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.datastructures import CallbackDict
 
@@ -283,10 +286,9 @@ READ_KEY = "portal.signed_in"
 def read_signed_in(environ: dict[str, Any], session_id: str) -> SignedIn | None:
     """The session `session_id` names, read in ONE round trip with what every signed-in page
     needs next: its user's columns, their roles' permissions and their unread notification
-    count. Everything is read afresh on every request, so a revoked session, a deactivated user
-    or a changed role takes effect at once; a page that needs nothing else from the database (a
-    kept dashboard) costs this one round trip. A second call for the same request (`environ`)
-    answers what the first one read."""
+    count. Everything is read afresh on every request Flask answers, so a revoked session, a
+    deactivated user or a changed role takes effect at once (for a kept page: recent_signed_in).
+    A second call for the same request (`environ`) answers what the first one read."""
     id_hash = _hash(session_id)
     handed_over = environ.get(READ_KEY)
     if handed_over is not None and handed_over[0] == id_hash:
@@ -307,6 +309,103 @@ def read_signed_in(environ: dict[str, Any], session_id: str) -> SignedIn | None:
         )
     environ[READ_KEY] = (id_hash, found)
     return found
+
+
+# A kept page, which only shows, may be answered from a read of its session that this process
+# made at most this long ago, unless this process has written since to anything the read shows
+# (_WrittenSince). A write by another process (another web process signing someone out or
+# changing a role, a worker's notification) shows on such a page within this time; everywhere
+# else, and after a write by this process, at once. For twenty people reading the dashboard,
+# the read of their session was a third of each request's work, and most of the database's.
+RECENT_READ_SECONDS = 1.0
+_RECENT_READS = 1024
+# What a read of a signed-in session shows (_signed_in_query).
+_SHOWN_TABLES = frozenset({"web_sessions", "users", "roles", "user_roles", "notifications"})
+
+
+class _RecentRead(NamedTuple):
+    read_at: float  # time.monotonic()
+    writes_seen: int  # _written.count when the read began
+    found: SignedIn
+
+
+class _WrittenSince:
+    """Counts the transactions of this process that wrote to _SHOWN_TABLES, each when it has
+    committed: a read begun before the count moved may show what has changed since."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._guard = threading.Lock()
+
+    def note(self) -> None:
+        with self._guard:
+            self.count += 1
+
+
+_written = _WrittenSince()
+_recent_reads: dict[str, _RecentRead] = {}
+# On a pooled connection's info: it ran a statement that may change what a session read shows.
+_WROTE_SHOWN = "portal.wrote_signed_in"
+
+
+def recent_signed_in(environ: dict[str, Any], session_id: str) -> SignedIn | None:
+    """The session `session_id` names as read_signed_in reads it, or as it was read at most
+    RECENT_READ_SECONDS ago by this process with no write of this process since. For a page
+    that only shows (the kept-pages tier): only a fresh read is handed on to Flask."""
+    id_hash = _hash(session_id)
+    kept = _recent_reads.get(id_hash)
+    writes_seen = _written.count
+    if kept is not None and kept.writes_seen == writes_seen and time.monotonic() - kept.read_at <= RECENT_READ_SECONDS:
+        return kept.found
+    read_at = time.monotonic()
+    found = read_signed_in(environ, session_id)
+    if found is not None and _written.count == writes_seen:
+        # Its own copy: the request that reads on may change its session's data in place.
+        _recent_reads.pop(id_hash, None)
+        while len(_recent_reads) >= _RECENT_READS:
+            _recent_reads.pop(next(iter(_recent_reads)), None)
+        _recent_reads[id_hash] = _RecentRead(read_at, writes_seen, found._replace(data=copy.deepcopy(found.data)))
+    return found
+
+
+def watch_writes(engine: Engine) -> None:
+    """Have `engine` note (in _written) each transaction that wrote to what a session read
+    shows, once it has committed: at its connection's return to the pool, which follows the
+    commit (and at the commit itself, for a connection that is kept). Every statement of this
+    process passes here, whoever runs it, so none is missed; one that may write but does not
+    say where (SQL text) counts as a write."""
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _on_execute(connection, _cursor, statement, _parameters, context, _executemany):
+        if _may_change_what_reads_show(statement, context):
+            connection.info[_WROTE_SHOWN] = True
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection):
+        if connection.info.get(_WROTE_SHOWN):
+            _written.note()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        if record.info.pop(_WROTE_SHOWN, False):
+            _written.note()
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection, record, _exception):
+        if record.info.pop(_WROTE_SHOWN, False):
+            _written.note()
+
+
+def _may_change_what_reads_show(statement: str, context: Any) -> bool:
+    if context.isinsert or context.isupdate or context.isdelete:
+        table = getattr(context.compiled.statement, "table", None)
+        return getattr(table, "name", None) in _SHOWN_TABLES if table is not None else True
+    if context.isddl:
+        return True
+    if context.compiled is not None and getattr(context.compiled.statement, "is_select", False):
+        return False
+    # SQL text, or a statement that says nothing of its kind (a savepoint): by its first word.
+    return not statement.lstrip()[:6].upper().startswith(("SELECT", "PRAGMA", "SHOW"))
 
 
 @cache

@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 from flask import request_started
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from portal import notify
 from portal.auth import sessions
 from portal.auth.models import User, WebSession
 from portal.extensions import db
@@ -122,10 +123,93 @@ def test_a_message_waiting_to_be_shown_is_shown_once(app, client, login_as, repo
     assert answered == ["/reports/"]  # the first; the second is kept again
 
 
+def read_counted(monkeypatch) -> list[str]:
+    """The session rows read from the database from now on (their id hashes)."""
+    reads: list[str] = []
+    read_rows = sessions._read_rows
+    monkeypatch.setattr(sessions, "_read_rows", lambda id_hash: reads.append(id_hash) or read_rows(id_hash))
+    return reads
+
+
+def kept_view(app, client, url: str = "/reports/") -> str:
+    """A view the tier answers (asserted), as text."""
+    with flask_answers(app) as answered:
+        page = client.get(url)
+    assert page.status_code == 200 and answered == []
+    return page.get_data(as_text=True)
+
+
+def test_a_repeat_view_within_the_second_is_answered_from_the_session_read_for_the_last(
+    app, client, login_as, report_data, monkeypatch
+):
+    login_as("marketing_manager")
+    warmed(client)
+    kept_view(app, client)  # reads the session, and keeps the read
+    reads = read_counted(monkeypatch)
+    for _ in range(3):
+        kept_view(app, client)
+    with app.app_context():  # reads, committed, change nothing a session read shows
+        db.session.execute(text("SELECT count(*) FROM users"))
+        db.session.scalars(db.select(User.id)).all()
+        db.session.commit()
+    kept_view(app, client)
+    assert reads == []
+    monkeypatch.setattr(sessions, "RECENT_READ_SECONDS", 0)
+    kept_view(app, client)
+    assert len(reads) == 1
+
+
 def test_a_deactivated_user_is_not_shown_the_kept_page(app, client, login_as, report_data):
     user_id = login_as("marketing_manager")
     warmed(client)
+    kept_view(app, client)
     set_user(app, user_id, active=False)
+    page = client.get("/reports/")
+    assert page.status_code == 302 and "/auth/login" in page.headers["Location"]
+
+
+def test_a_change_written_in_sql_text_by_this_process_is_seen_at_once(app, client, login_as, report_data):
+    user_id = login_as("marketing_manager")
+    warmed(client)
+    kept_view(app, client)
+    with app.app_context():
+        db.session.execute(text("UPDATE users SET active = :no WHERE id = :id"), {"no": False, "id": user_id})
+        db.session.commit()
+    page = client.get("/reports/")
+    assert page.status_code == 302 and "/auth/login" in page.headers["Location"]
+
+
+def test_a_notification_shows_in_the_header_at_once(app, client, login_as, report_data):
+    user_id = login_as("marketing_manager")
+    warmed(client)
+    assert 'class="badge"' not in kept_view(app, client)
+    with app.app_context():
+        notify.notify([user_id], "报告已生成")
+        db.session.commit()
+    page = client.get("/reports/").get_data(as_text=True)
+    assert '<span class="badge">1</span>' in page
+
+
+def test_a_change_by_another_process_shows_once_the_read_is_a_second_old(
+    app, client, login_as, report_data, monkeypatch
+):
+    """Another process's write is not seen by this one: a kept page may show from the read for
+    the last view until RECENT_READ_SECONDS have passed; then the session is read again."""
+    user_id = login_as("marketing_manager")
+    warmed(client)
+    kept_view(app, client)
+    with app.app_context():
+        # The driver's own connection: no statement of it passes this process's engine.
+        connection = db.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            marker = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
+            cursor.execute(f"UPDATE users SET active = {marker} WHERE id = {marker}", (False, user_id))
+            connection.commit()
+        finally:
+            connection.close()
+    kept_view(app, client)  # from the read of the last view, less than a second old
+    monkeypatch.setattr(sessions, "RECENT_READ_SECONDS", 0)  # as if the second had passed
     page = client.get("/reports/")
     assert page.status_code == 302 and "/auth/login" in page.headers["Location"]
 
