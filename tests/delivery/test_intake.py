@@ -187,3 +187,25 @@ def test_a_backlog_is_written_over_several_runs_of_the_job(sent, monkeypatch):
     monkeypatch.setattr(sending, "TRACKING_WRITE_SECONDS", 0)
     assert [sending.write_tracking_events() for _ in range(4)] == [1, 1, 1, 0]
     assert sorted(_events()) == sorted((r.contact_id, "email_open") for r in sent)
+
+
+def test_entries_taken_while_a_flush_writes_wait_for_the_next_one(sent, monkeypatch):
+    """A flush writes what the stream held when it began, in full batches, and leaves what
+    arrives meanwhile to the next run instead of chasing it a few entries at a time."""
+    a, b, c = sent
+    intake.append("email_open", a)
+    intake.append("email_open", b)
+    monkeypatch.setattr(intake, "BATCH", 1)
+    write = intake._write
+
+    def write_while_an_open_arrives(entries):
+        intake.append("email_open", c)
+        write(entries)
+
+    monkeypatch.setattr(intake, "_write", write_while_an_open_arrives)
+    assert intake.flush() == 2
+    assert sorted(_events()) == sorted([(a.contact_id, "email_open"), (b.contact_id, "email_open")])
+    assert intake.backlog()[0] == 2  # the two opens taken during the writes
+    monkeypatch.setattr(intake, "_write", write)
+    assert intake.flush() == 2 and intake.flush() == 0
+    assert sorted(_events()).count((c.contact_id, "email_open")) == 2
