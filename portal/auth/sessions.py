@@ -344,6 +344,7 @@ class _WrittenSince:
 
 _written = _WrittenSince()
 _recent_reads: dict[str, _RecentRead] = {}
+_recent_reads_guard = threading.Lock()  # for its writers: a reader takes one entry, which is whole
 # On a pooled connection's info: it ran a statement that may change what a session read shows.
 _WROTE_SHOWN = "portal.wrote_signed_in"
 
@@ -361,10 +362,12 @@ def recent_signed_in(environ: dict[str, Any], session_id: str) -> SignedIn | Non
     found = read_signed_in(environ, session_id)
     if found is not None and _written.count == writes_seen:
         # Its own copy: the request that reads on may change its session's data in place.
-        _recent_reads.pop(id_hash, None)
-        while len(_recent_reads) >= _RECENT_READS:
-            _recent_reads.pop(next(iter(_recent_reads)), None)
-        _recent_reads[id_hash] = _RecentRead(read_at, writes_seen, found._replace(data=copy.deepcopy(found.data)))
+        kept = _RecentRead(read_at, writes_seen, found._replace(data=copy.deepcopy(found.data)))
+        with _recent_reads_guard:
+            _recent_reads.pop(id_hash, None)
+            while len(_recent_reads) >= _RECENT_READS:
+                _recent_reads.pop(next(iter(_recent_reads)), None)
+            _recent_reads[id_hash] = kept
     return found
 
 
