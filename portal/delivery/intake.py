@@ -112,8 +112,8 @@ def backlog() -> tuple[int, float | None]:
 def flush(max_entries: int | None = None, max_seconds: float | None = None) -> int:
     """Write the entries taken until now to the database, a batch per transaction, until none
     of them is left (or `max_entries` are written, or no batch may start after `max_seconds`,
-    or another flush is at work); returns how many were written. Raises RedisError when Redis cannot be read:
-    nothing is lost, the next flush writes them."""
+    or another flush is at work); returns how many were written. Raises RedisError when Redis
+    cannot be read: nothing is lost, the next flush writes them."""
     redis = _redis()
     # Only what the stream holds now: entries taken from here on wait for the next run. Under
     # steady traffic a flush that chased the newest entries wrote them a few dozen at a time,
