@@ -402,7 +402,7 @@ def watch_writes(engine: Engine) -> None:
 def _may_change_what_reads_show(statement: str, context: Any) -> bool:
     if context.isinsert or context.isupdate or context.isdelete:
         table = getattr(context.compiled.statement, "table", None)
-        return getattr(table, "name", None) in _SHOWN_TABLES if table is not None else True
+        return table is None or getattr(table, "name", None) in _SHOWN_TABLES
     if context.isddl:
         return True
     if context.compiled is not None and getattr(context.compiled.statement, "is_select", False):

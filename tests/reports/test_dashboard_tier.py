@@ -57,6 +57,14 @@ def set_user(app, user_id: int, **values) -> None:
         db.session.commit()
 
 
+def read_counted(monkeypatch) -> list[str]:
+    """The session rows read from the database from now on (their id hashes)."""
+    reads: list[str] = []
+    read_rows = sessions._read_rows
+    monkeypatch.setattr(sessions, "_read_rows", lambda id_hash: reads.append(id_hash) or read_rows(id_hash))
+    return reads
+
+
 @pytest.mark.parametrize("headers", [{}, {"HX-Request": "true"}], ids=["page", "htmx fragment"])
 def test_a_repeat_view_is_answered_before_flask_with_the_page_and_headers_flask_gives(
     app, client, login_as, report_data, headers, monkeypatch
@@ -82,9 +90,7 @@ def test_a_repeat_view_is_answered_before_flask_with_the_page_and_headers_flask_
 
 def test_flask_answers_without_reading_the_session_again(app, client, login_as, report_data, monkeypatch):
     login_as("marketing_manager")
-    reads: list[str] = []
-    read_rows = sessions._read_rows
-    monkeypatch.setattr(sessions, "_read_rows", lambda id_hash: reads.append(id_hash) or read_rows(id_hash))
+    reads = read_counted(monkeypatch)
     with flask_answers(app) as answered:
         page = client.get("/reports/?grouping=province")  # nothing kept yet: the tier hands it on
     assert page.status_code == 200 and answered == ["/reports/"]
@@ -121,14 +127,6 @@ def test_a_message_waiting_to_be_shown_is_shown_once(app, client, login_as, repo
         again = client.get("/reports/").get_data(as_text=True)
     assert "成本已保存" in shown and "成本已保存" not in again
     assert answered == ["/reports/"]  # the first; the second is kept again
-
-
-def read_counted(monkeypatch) -> list[str]:
-    """The session rows read from the database from now on (their id hashes)."""
-    reads: list[str] = []
-    read_rows = sessions._read_rows
-    monkeypatch.setattr(sessions, "_read_rows", lambda id_hash: reads.append(id_hash) or read_rows(id_hash))
-    return reads
 
 
 def kept_view(app, client, url: str = "/reports/") -> str:
